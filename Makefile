@@ -1,0 +1,68 @@
+# Two commands do everything on a fresh machine: `make book` and `make test`.
+# Both create .venv from requirements.txt when it is missing or out of date.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NOTEBOOKS ?= $(sort $(wildcard chapters/*.ipynb))
+DEVICE ?= cuda
+
+.PHONY: help setup book test lint unit nbval book-check lab execute bench verify-gpu clean
+
+help:
+	@echo "make book        set up .venv, then build the HTML book into _build/html"
+	@echo "make test        set up .venv, then lint, unit tests, strict nbval, book build"
+	@echo "make lab         JupyterLab on the chapters"
+	@echo "make execute     re-execute every notebook in place, each in a fresh kernel"
+	@echo "make bench       speed and memory of bn_lib against PyTorch (CPU)"
+	@echo "make verify-gpu  re-verify bn_lib against PyTorch on DEVICE (default cuda)"
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+book: setup
+	$(BIN)/jupyter-book build . --keep-going
+	@echo "The book: $(CURDIR)/_build/html/index.html"
+
+test: setup lint unit nbval book-check
+	@echo "make test: all checks passed"
+
+lint: setup
+	$(BIN)/ruff check bn_lib tests benchmarks chapters
+
+unit: setup
+	$(BIN)/python -m pytest tests -n 2 -q
+
+nbval: setup
+	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		-n 2 --dist loadfile -q -p no:cacheprovider $(NOTEBOOKS)
+
+# The strict build: a broken reference or a warning fails it.
+book-check: setup
+	rm -rf _build
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+lab: setup
+	$(BIN)/jupyter lab chapters
+
+execute: setup
+	@for nb in $(NOTEBOOKS); do \
+		echo "executing $$nb"; \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
+	done
+
+bench: setup
+	$(BIN)/python benchmarks/bench_batchnorm.py
+
+verify-gpu: setup
+	$(BIN)/python -m bn_lib.verify --device $(DEVICE) --report reports/verification_$(DEVICE)
+
+clean:
+	rm -rf _build .pytest_cache

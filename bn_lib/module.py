@@ -1,0 +1,72 @@
+"""The ``Module`` base class: parameters, their gradients, and train/eval mode.
+
+Names copy PyTorch's (``parameters``, ``zero_grad``, ``train``, ``eval``) so what a reader
+learns here carries over. Unlike PyTorch there is no autograd: every module implements
+``backward(dy)`` itself, returns the gradient for its input, and stores the gradients of
+its parameters beside them: parameter ``w`` has gradient ``dw``, an array of the same
+shape, overwritten (not accumulated) by each ``backward``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Module:
+    """Base class. Subclasses list their parameter names in ``param_names``."""
+
+    param_names: tuple[str, ...] = ()
+
+    def __init__(self):
+        self.training = True
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dy):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def children(self):
+        """Sub-modules (a ``Sequential`` returns its layers)."""
+        return []
+
+    def named_parameters(self, prefix=""):
+        """Yield ``(name, value, grad)`` for this module and its children."""
+        for name in self.param_names:
+            yield prefix + name, getattr(self, name), getattr(self, "d" + name)
+        for i, child in enumerate(self.children()):
+            yield from child.named_parameters(f"{prefix}{i}.")
+
+    def parameters(self):
+        """List of ``(value, grad)`` array pairs; optimizers update ``value`` in place."""
+        return [(value, grad) for _, value, grad in self.named_parameters()]
+
+    def zero_grad(self):
+        for _, grad in self.parameters():
+            grad[...] = 0.0
+
+    def train(self, mode=True):
+        self.training = mode
+        for child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def num_parameters(self):
+        return sum(value.size for value, _ in self.parameters())
+
+    def _init_grads(self):
+        for name in self.param_names:
+            setattr(self, "d" + name, np.zeros_like(getattr(self, name)))
+
+    def _require_forward(self, attr):
+        if getattr(self, attr, None) is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called before forward: "
+                "run forward on a batch first"
+            )
