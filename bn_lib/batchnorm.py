@@ -87,21 +87,22 @@ class BatchNorm(Module):
         self.running_var += weight * unbiased_var
 
     def _forward_eval(self, x):
+        if x.dtype == np.float16:
+            return self._forward_eval(x.astype(np.float32)).astype(np.float16)
         shape = _broadcast_shape(x)
-        dtype = x.dtype if x.dtype != np.float16 else np.float32
-        inv_std = (1.0 / np.sqrt(self.running_var + self.eps)).astype(dtype)
-        gamma = self.gamma.astype(dtype)
-        x_hat = (x - self.running_mean.astype(dtype).reshape(shape)) * inv_std.reshape(shape)
+        inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
+        centred = x - self.running_mean.astype(x.dtype).reshape(shape)
         self.cache = BatchNormCache(
-            x_hat=x_hat,
+            centred=centred,
             inv_std=inv_std,
-            gamma=gamma,
+            gamma=self.gamma.astype(np.float64),
             mean=self.running_mean.copy(),
             var=self.running_var.copy(),
             training=False,
         )
-        y = x_hat * gamma.reshape(shape) + self.beta.astype(dtype).reshape(shape)
-        return y.astype(x.dtype, copy=False)
+        y = centred * (self.gamma * inv_std).astype(x.dtype).reshape(shape)
+        y += self.beta.astype(x.dtype).reshape(shape)
+        return y
 
     def backward(self, dy):
         self._require_forward("cache")

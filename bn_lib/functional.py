@@ -25,6 +25,7 @@ __all__ = [
     "batch_norm_backward",
     "batch_norm_inference",
     "channel_sum",
+    "channel_dot",
     "check_input",
 ]
 
@@ -63,27 +64,50 @@ def _broadcast_shape(x):
     return (1, x.shape[1]) + (1,) * (x.ndim - 2)
 
 
-def channel_sum(a):
-    """Sum over every axis but 1, giving shape (C,).
+def _as_rows(a):
+    """View (N, C, ...) as (N, C, L), L = product of the trailing axes (1 for 2-D)."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
 
-    For ndim > 2 the inner reduction runs over contiguous memory first (fast, and
-    NumPy sums it pairwise, which keeps float32 accurate), then over the batch.
+
+def channel_sum(a):
+    """Sum over every axis but 1, as float64 of shape (C,).
+
+    The inner reduction runs over contiguous memory (fast, and NumPy sums it pairwise);
+    the partial sums are then added in float64, so float32 input keeps its precision
+    however large the batch.
     """
     if a.ndim == 2:
-        return a.sum(axis=0)
-    return a.reshape(a.shape[0], a.shape[1], -1).sum(axis=2).sum(axis=0)
+        return a.sum(axis=0, dtype=np.float64)
+    return _as_rows(a).sum(axis=2).sum(axis=0, dtype=np.float64)
+
+
+def channel_dot(a, b):
+    """Per-channel sum of a * b, shape (C,), without materializing the product."""
+    a3, b3 = _as_rows(a), _as_rows(b)
+    return np.einsum("ncl,ncl->c", a3, b3).astype(np.float64)
 
 
 @dataclass
 class BatchNormCache:
-    """What the backward pass needs from the forward pass (chapter 03)."""
+    """What the backward pass needs from the forward pass (chapter 03).
 
-    x_hat: np.ndarray  # normalized input, same shape as x
-    inv_std: np.ndarray  # 1 / sqrt(var + eps), shape (C,)
-    gamma: np.ndarray  # shape (C,)
-    mean: np.ndarray  # batch mean, shape (C,)
-    var: np.ndarray  # biased batch variance, shape (C,)
-    training: bool = True  # False: statistics were constants (eval mode)
+    The centred input x - mu is kept rather than x_hat: the backward pass folds the
+    1/sigma into per-channel constants, which saves a pass over the data.
+    """
+
+    centred: np.ndarray  # x - mu, same shape and dtype as x
+    inv_std: np.ndarray  # 1 / sqrt(var + eps), float64, shape (C,)
+    gamma: np.ndarray  # float64, shape (C,)
+    mean: np.ndarray  # batch mean (or running mean in eval mode), float64, shape (C,)
+    var: np.ndarray  # biased batch variance (or running variance), float64, shape (C,)
+    training: bool = True  # False: the statistics were constants (eval mode)
+
+    @property
+    def x_hat(self):
+        """The normalized input, eq. (2.3), computed on demand."""
+        return self.centred * self.inv_std.astype(self.centred.dtype).reshape(
+            _broadcast_shape(self.centred)
+        )
 
 
 def batch_norm_forward(x, gamma, beta, eps=1e-5):
@@ -92,9 +116,9 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
     Returns ``(y, cache)``; ``cache`` feeds :func:`batch_norm_backward` and also carries
     the batch mean and biased variance (the layer turns them into running statistics).
 
-    The mean is computed after subtracting one sample per channel (a "shifted" two-pass
-    algorithm), and the variance from the centred values, so float32 input with a large
-    mean keeps its precision; E[x^2] - E[x]^2 would lose it to cancellation.
+    Statistics are computed in two passes with float64 accumulators: the mean first, then
+    the variance of the centred values. The one-pass E[x^2] - E[x]^2 would lose float32's
+    precision to cancellation when the mean is large compared with the spread.
     """
     x = check_input(x)
     if x.dtype == np.float16:  # compute in float32, return float16
@@ -107,24 +131,19 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
             "Expected more than 1 value per channel when training, "
             f"got input size {x.shape}"
         )
-    gamma = _check_channel_vector(gamma, "gamma", num_channels, x.dtype)
-    beta = _check_channel_vector(beta, "beta", num_channels, x.dtype)
+    gamma = _check_channel_vector(gamma, "gamma", num_channels, np.float64)
+    beta = _check_channel_vector(beta, "beta", num_channels, np.float64)
     shape = _broadcast_shape(x)
 
-    pivot = x[(0, slice(None)) + (0,) * (x.ndim - 2)].reshape(shape)
-    centred = np.subtract(x, pivot)  # values near 0: their sum loses nothing
-    shift = channel_sum(centred) / m
-    centred -= shift.reshape(shape)  # now x - mu, eq. (2.1)
-    mean = pivot.reshape(-1) + shift
-
-    squared = np.square(centred)
-    var = channel_sum(squared) / m  # eq. (2.2)
+    mean = channel_sum(x) / m  # eq. (2.1)
+    centred = np.subtract(x, mean.astype(x.dtype).reshape(shape))
+    var = channel_dot(centred, centred) / m  # eq. (2.2)
     inv_std = 1.0 / np.sqrt(var + eps)
 
-    x_hat = np.multiply(centred, inv_std.reshape(shape), out=centred)  # eq. (2.3)
-    y = np.multiply(x_hat, gamma.reshape(shape), out=squared)  # eq. (2.4)
-    y += beta.reshape(shape)
-    cache = BatchNormCache(x_hat=x_hat, inv_std=inv_std, gamma=gamma, mean=mean, var=var)
+    # eqs. (2.3) and (2.4) at once: y = (x - mu) * (gamma / sigma) + beta
+    y = np.multiply(centred, (gamma * inv_std).astype(x.dtype).reshape(shape))
+    y += beta.astype(x.dtype).reshape(shape)
+    cache = BatchNormCache(centred=centred, inv_std=inv_std, gamma=gamma, mean=mean, var=var)
     return y, cache
 
 
@@ -156,25 +175,28 @@ def batch_norm_backward(dy, cache):
     In eval mode the statistics are constants, so dx is simply dy * gamma * inv_std.
     """
     dy = np.asarray(dy)
-    x_hat = cache.x_hat
-    if dy.shape != x_hat.shape:
+    centred = cache.centred
+    if dy.shape != centred.shape:
         raise ValueError(
-            f"dy has shape {dy.shape} but the forward input had shape {x_hat.shape}"
+            f"dy has shape {dy.shape} but the forward input had shape {centred.shape}"
         )
-    dy = dy.astype(x_hat.dtype, copy=False)
+    dtype = centred.dtype
+    dy = dy.astype(dtype, copy=False)
     shape = _broadcast_shape(dy)
     m = dy.size // dy.shape[1]
+    inv_std = cache.inv_std
 
     dbeta = channel_sum(dy)  # eq. (3.3)
-    work = np.multiply(dy, x_hat)
-    dgamma = channel_sum(work)  # eq. (3.4)
-    scale = (cache.gamma * cache.inv_std).reshape(shape)
+    dgamma = channel_dot(dy, centred) * inv_std  # eq. (3.4): sum(dy * x_hat)
+    scale = cache.gamma * inv_std
     if not cache.training:
-        return np.multiply(dy, scale, out=work), dgamma, dbeta
+        return (np.multiply(dy, scale.astype(dtype).reshape(shape)), dgamma.astype(dtype),
+                dbeta.astype(dtype))
 
-    # eq. (3.9), arranged to reuse one buffer: dy - x_hat * dgamma/m - dbeta/m
-    np.multiply(x_hat, (dgamma / m).reshape(shape), out=work)
-    np.subtract(dy, work, out=work)
-    work -= (dbeta / m).reshape(shape)
-    work *= scale
-    return work, dgamma, dbeta
+    # eq. (3.9) with x_hat = centred * inv_std folded into per-channel constants:
+    # dx = scale * (dy - dbeta/m - centred * inv_std * dgamma/m)
+    dx = np.multiply(centred, (inv_std * dgamma / m).astype(dtype).reshape(shape))
+    dx += (dbeta / m).astype(dtype).reshape(shape)
+    np.subtract(dy, dx, out=dx)
+    dx *= scale.astype(dtype).reshape(shape)
+    return dx, dgamma.astype(dtype), dbeta.astype(dtype)

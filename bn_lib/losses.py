@@ -27,7 +27,9 @@ def softmax_cross_entropy(logits, labels):
             f"and dtype {labels.dtype}"
         )
     if labels.min() < 0 or labels.max() >= logits.shape[1]:
-        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got {labels.min()}..{labels.max()}")
+        raise ValueError(
+            f"labels must lie in [0, {logits.shape[1]}), got {labels.min()}..{labels.max()}"
+        )
     n = logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

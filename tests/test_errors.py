@@ -1,0 +1,83 @@
+"""Bad input raises a clear exception naming the problem, never a silent wrong number."""
+
+import numpy as np
+import pytest
+
+import bn_lib
+
+
+def test_fewer_than_two_dimensions():
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        bn_lib.batch_norm_forward(np.ones(5), np.ones(5), np.zeros(5))
+
+
+def test_gamma_beta_of_wrong_length():
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    with pytest.raises(ValueError, match=r"gamma must have shape \(3,\)"):
+        bn_lib.batch_norm_forward(x, np.ones(2), np.zeros(3))
+    with pytest.raises(ValueError, match=r"beta must have shape \(3,\)"):
+        bn_lib.batch_norm_forward(x, np.ones(3), np.zeros(4))
+
+
+def test_running_statistics_of_wrong_length():
+    x = np.ones((4, 3))
+    with pytest.raises(ValueError, match="running_mean"):
+        bn_lib.batch_norm_inference(x, np.zeros(2), np.ones(3), np.ones(3), np.zeros(3))
+    with pytest.raises(ValueError, match="running_var"):
+        bn_lib.batch_norm_inference(x, np.zeros(3), np.ones(5), np.ones(3), np.zeros(3))
+
+
+def test_layer_with_wrong_channel_count():
+    with pytest.raises(ValueError, match="expected 4 channels"):
+        bn_lib.BatchNorm(4).forward(np.ones((5, 3)))
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1, 1)])
+def test_one_value_per_channel_in_training(shape):
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        bn_lib.BatchNorm(3).forward(np.ones(shape))
+
+
+def test_one_value_per_channel_is_fine_in_eval():
+    layer = bn_lib.BatchNorm(3).eval()
+    assert layer.forward(np.ones((1, 3))).shape == (1, 3)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_])
+def test_non_floating_input_is_rejected(dtype):
+    with pytest.raises(TypeError, match="floating-point"):
+        bn_lib.batch_norm_forward(np.ones((4, 3), dtype=dtype), np.ones(3), np.zeros(3))
+
+
+@pytest.mark.parametrize("layer", [bn_lib.BatchNorm(3), bn_lib.Linear(3, 2), bn_lib.ReLU(),
+                                   bn_lib.Conv2d(3, 2, 3), bn_lib.LayerNorm(3)], ids=repr)
+def test_backward_before_forward(layer):
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        layer.backward(np.ones((2, 3)))
+
+
+def test_dy_of_the_wrong_shape():
+    _, cache = bn_lib.batch_norm_forward(np.arange(12.0).reshape(4, 3), np.ones(3), np.zeros(3))
+    with pytest.raises(ValueError, match="dy has shape"):
+        bn_lib.batch_norm_backward(np.ones((4, 2)), cache)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_features": 0}, "positive integer"),
+    ({"num_features": 3, "momentum": 1.5}, "momentum"),
+    ({"num_features": 3, "eps": -1.0}, "eps"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bn_lib.BatchNorm(**kwargs)
+
+
+def test_bad_labels_and_shapes_elsewhere():
+    with pytest.raises(ValueError, match="labels"):
+        bn_lib.softmax_cross_entropy(np.zeros((3, 4)), np.array([0, 1, 4]))
+    with pytest.raises(ValueError, match="Linear expects"):
+        bn_lib.Linear(3, 2).forward(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="divisible"):
+        bn_lib.GroupNorm(3, 4)
+    with pytest.raises(ValueError, match="learning rate"):
+        bn_lib.SGD(bn_lib.Linear(2, 2).parameters(), lr=0.0)
