@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOTEBOOKS ?= $(sort $(wildcard chapters/*.ipynb))
 DEVICE ?= cuda
+# One BLAS/OpenMP thread per kernel: nbval runs two notebooks at once on two cores, and
+# oversubscribed BLAS threads slow small matrix products by an order of magnitude.
+SINGLE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 .PHONY: help setup book test lint unit nbval book-check lab execute bench verify-gpu clean
 
@@ -37,10 +40,10 @@ lint: setup
 	$(BIN)/ruff check bn_lib tests benchmarks chapters
 
 unit: setup
-	$(BIN)/python -m pytest tests -n 2 -q
+	$(SINGLE_THREAD) $(BIN)/python -m pytest tests -n 2 -q
 
 nbval: setup
-	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	$(SINGLE_THREAD) $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-n 2 --dist loadfile -q -p no:cacheprovider $(NOTEBOOKS)
 
 # The strict build: a broken reference or a warning fails it.
@@ -54,15 +57,21 @@ lab: setup
 execute: setup
 	@for nb in $(NOTEBOOKS); do \
 		echo "executing $$nb"; \
-		$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		$(SINGLE_THREAD) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
 	done
 
 bench: setup
 	$(BIN)/python benchmarks/bench_batchnorm.py
 
-verify-gpu: setup
-	$(BIN)/python -m bn_lib.verify --device $(DEVICE) --report reports/verification_$(DEVICE)
+# bn_lib against PyTorch on DEVICE, plus the bandwidth measurement; the report goes to
+# reports/verification_<device checked>.{json,md}. Without a GPU it checks the CPU and says so.
+# VERIFY_PYTHON=python runs it with any Python that has numpy and torch (e.g. a CUDA machine's
+# own) instead of setting up .venv.
+verify-gpu:
+	$(if $(VERIFY_PYTHON),,$(MAKE) setup)
+	$(or $(VERIFY_PYTHON),$(BIN)/python) -m bn_lib.verify --device $(DEVICE) --bandwidth \
+		--report 'reports/verification_{device}'
 
 clean:
 	rm -rf _build .pytest_cache

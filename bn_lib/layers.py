@@ -217,13 +217,13 @@ class MaxPool2d(Module):
         k = self.k
         if h % k or w % k:
             raise ValueError(f"MaxPool2d({k}) needs H and W divisible by {k}, got {x.shape}")
-        blocks = x.reshape(n, c, h // k, k, w // k, k)
-        y = blocks.max(axis=(3, 5))
-        mask = blocks == y[:, :, :, None, :, None]
-        # a tie sends the gradient to one winner only
-        first = np.cumsum(np.cumsum(mask, axis=3), axis=5) == 1
-        self.mask = mask & first
-        return y
+        # (N, C, H/k, W/k, k*k): each pooling window flattened on the last axis
+        windows = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5)
+        windows = windows.reshape(n, c, h // k, w // k, k * k)
+        winner = windows.argmax(axis=-1)  # a tie sends the gradient to the first winner
+        one_hot = winner[..., None] == np.arange(k * k)
+        self.mask = one_hot.reshape(n, c, h // k, w // k, k, k).transpose(0, 1, 2, 4, 3, 5)
+        return np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0]
 
     def backward(self, dy):
         self._require_forward("mask")

@@ -13,13 +13,14 @@ NORMS = {None: None, "batch": BatchNorm, "layer": LayerNorm}
 
 
 def mlp(sizes, activation="relu", norm=None, dropout=0.0, init_scale=None, seed=0,
-        momentum=0.1):
+        momentum=0.1, eps=1e-5):
     """A multilayer perceptron ``sizes[0] -> ... -> sizes[-1]``.
 
     Each hidden layer is Linear -> [norm] -> activation -> [Dropout]. With a norm the
     Linear has no bias (the norm's beta replaces it, chapter 02); the output layer is a
     plain Linear with a bias and no normalization (chapter 02, "Not on the output layer").
-    ``norm`` is None, "batch" or "layer".
+    ``norm`` is None, "batch" or "layer"; ``momentum`` and ``eps`` go to its BatchNorm
+    (``eps`` to LayerNorm too).
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
@@ -31,9 +32,9 @@ def mlp(sizes, activation="relu", norm=None, dropout=0.0, init_scale=None, seed=
         layers.append(Linear(fan_in, fan_out, bias=norm is None, init_scale=init_scale,
                              rng=rng))
         if norm == "batch":
-            layers.append(BatchNorm(fan_out, momentum=momentum))
+            layers.append(BatchNorm(fan_out, eps=eps, momentum=momentum))
         elif norm == "layer":
-            layers.append(LayerNorm(fan_out))
+            layers.append(LayerNorm(fan_out, eps=eps))
         layers.append(ACTIVATIONS[activation]())
         if dropout:
             layers.append(Dropout(dropout, rng=rng))
