@@ -131,7 +131,9 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
             "Expected more than 1 value per channel when training, "
             f"got input size {x.shape}"
         )
-    gamma = _check_channel_vector(gamma, "gamma", num_channels, np.float64)
+    # a copy: an optimizer step between forward and backward must not change the gamma
+    # that backward differentiates through
+    gamma = _check_channel_vector(gamma, "gamma", num_channels, np.float64).copy()
     beta = _check_channel_vector(beta, "beta", num_channels, np.float64)
     shape = _broadcast_shape(x)
 

@@ -10,9 +10,18 @@ from __future__ import annotations
 import numpy as np
 
 
-def relative_error(a, b):
-    """max |a - b| / max(|a| + |b|, tiny), elementwise, as CS231n reports it."""
+def relative_error(a, b, normwise=False):
+    """Relative error between two gradients.
+
+    Elementwise (the default, as CS231n reports it): max |a - b| / max(|a| + |b|, tiny).
+    An entry whose true gradient is exactly 0 then compares rounding noise with rounding
+    noise and can score up to 1; ``normwise=True`` gives ||a - b|| / (||a|| + ||b||),
+    which weighs each entry by its size and suits gradients with exact zeros (such as the
+    weights of an input pixel that is constant across a batch, chapter 03).
+    """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if normwise:
+        return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12))
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), 1e-12)))
 
 
@@ -37,11 +46,12 @@ def numerical_gradient(f, x, dy=None, h=1e-5):
     return grad
 
 
-def check_module_gradients(module, x, seed=0, h=1e-5):
+def check_module_gradients(module, x, seed=0, h=1e-5, normwise=False):
     """Compare ``module.backward`` with finite differences, for the input and every
     parameter. Uses the loss L = sum(module(x) * dy) for a random ``dy``.
 
-    Returns ``{"x": err, name: err, ...}`` of relative errors. Run the module in float64;
+    Returns ``{"x": err, name: err, ...}`` of relative errors (``normwise`` as in
+    :func:`relative_error`). Run the module in float64;
     in training mode a BatchNorm's running statistics change on every call, which is
     harmless here (the output does not depend on them).
     """
@@ -51,9 +61,10 @@ def check_module_gradients(module, x, seed=0, h=1e-5):
     dy = rng.standard_normal(y.shape)
     module.forward(x)
     dx = module.backward(dy)
-    errors = {"x": relative_error(dx, numerical_gradient(module.forward, x, dy, h))}
+    numeric_dx = numerical_gradient(module.forward, x, dy, h)
+    errors = {"x": relative_error(dx, numeric_dx, normwise)}
     for name, value, grad in module.named_parameters():
         analytic = grad.copy()
         numeric = numerical_gradient(lambda _: module.forward(x), value, dy, h)
-        errors[name] = relative_error(analytic, numeric)
+        errors[name] = relative_error(analytic, numeric, normwise)
     return errors

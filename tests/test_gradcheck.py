@@ -5,6 +5,7 @@ is where a missing term in a BatchNorm backward pass shows up. In float64 with c
 differences a correct gradient agrees to ~1e-7 or better; a wrong one is off by ~1.
 """
 
+import numpy as np
 import pytest
 
 import bn_lib
@@ -85,3 +86,20 @@ def test_gradient_check_detects_a_wrong_backward(rng):
 
     errors = bn_lib.check_module_gradients(ConstantStatistics(3), shifted_input(rng, (6, 3)))
     assert errors["x"] > 0.1
+
+
+def test_normwise_error_ignores_noise_on_exact_zeros():
+    analytic = np.array([1.0, 0.0])
+    numeric = np.array([1.0 + 1e-10, 1e-11])
+    assert bn_lib.relative_error(analytic, numeric) == 1.0
+    assert bn_lib.relative_error(analytic, numeric, normwise=True) < 1e-9
+
+
+def test_cache_keeps_the_gamma_of_the_forward_pass(rng):
+    layer = bn_lib.BatchNorm(3)
+    x, dy = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    layer.forward(x)
+    expected = layer.backward(dy)
+    layer.forward(x)
+    layer.gamma *= 2  # an optimizer step between forward and backward
+    np.testing.assert_allclose(layer.backward(dy), expected)

@@ -7,7 +7,10 @@ missing, and writes both report files.
 """
 
 import json
+import subprocess
+import sys
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -28,9 +31,11 @@ def one_torch_thread():
 
 
 def test_bn_lib_does_not_import_verify_or_torch():
-    # bn_lib imports NumPy only; verify is reached by name
-    assert "verify" not in bn_lib.__all__
-    assert not hasattr(bn_lib, "run_verification")
+    # bn_lib imports NumPy only; verify (and with it torch) is imported by name
+    code = "import sys, bn_lib; print('torch' in sys.modules, 'bn_lib.verify' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]
 
 
 def test_quick_subset_passes_on_cpu():
@@ -57,7 +62,8 @@ def _biased_running_var_bn():
         """A classic bug: the running variance updated with the biased batch variance."""
 
         def _update_running_stats(self, cache, m):
-            super()._update_running_stats(cache, m=float("inf"))  # m/(m-1) -> 1
+            # undo the factor m/(m-1) the parent applies
+            super()._update_running_stats(replace(cache, var=cache.var * (m - 1) / m), m)
 
     return types.SimpleNamespace(batch_norm_forward=bn_lib.batch_norm_forward,
                                  batch_norm_backward=bn_lib.batch_norm_backward,
@@ -111,7 +117,7 @@ def test_compare_rejects_nan_shape_and_dtype():
     row = verify.compare("y", ref, ref.astype(np.float32), "float32", "elementwise")
     assert not row["passed"] and "float64" in row["note"]
     # values that are zero in exact arithmetic are judged by their absolute error
-    noise = np.full(3, 1e-7)
+    noise = np.full(3, 1e-7, dtype=np.float32)
     assert verify.compare("dx", noise, 2 * noise, "float32", "elementwise")["passed"]
 
 
@@ -126,8 +132,10 @@ def test_cli_writes_reports_and_exit_status(tmp_path, capsys):
 
 
 def test_cli_exit_status_1_on_failure(tmp_path, monkeypatch, capsys):
+    right_forward = bn_lib.batch_norm_forward
+
     def wrong_forward(x, gamma, beta, eps=1e-5):
-        return bn_lib.batch_norm_forward(x, gamma, beta, eps=10 * eps)
+        return right_forward(x, gamma, beta, eps=10 * eps)
 
     monkeypatch.setattr(bn_lib, "batch_norm_forward", wrong_forward)
     status = verify.main(["--device", "cpu", "--quick", "--report", str(tmp_path / "r")])
@@ -135,6 +143,30 @@ def test_cli_exit_status_1_on_failure(tmp_path, monkeypatch, capsys):
     data = json.loads((tmp_path / "r.json").read_text())
     assert not data["passed"] and data["n_failed"] > 0
     assert "FAILED" in capsys.readouterr().out
+
+
+def test_nan_fails_and_report_is_strict_json(tmp_path):
+    def nan_forward(x, gamma, beta, eps=1e-5):
+        y, cache = bn_lib.batch_norm_forward(x, gamma, beta, eps)
+        y[0, 0] = np.nan
+        return y, cache
+
+    impl = types.SimpleNamespace(batch_norm_forward=nan_forward,
+                                 batch_norm_backward=bn_lib.batch_norm_backward,
+                                 BatchNorm=bn_lib.BatchNorm)
+    report = verify.run_verification(device="cpu", shapes=[(4, 3)], dtypes=("float64",),
+                                     implementation=impl)
+    bad = [r for r in report["checks"] if not r["passed"]]
+    assert [r["check"] for r in bad] == ["train forward y"]
+    assert bad[0]["note"] == "non-finite values"
+    json_path, md_path = verify.write_report(report, str(tmp_path / "nan"))
+
+    def reject(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    data = json.loads(open(json_path).read(), parse_constant=reject)
+    assert data["checks"][0]["max_abs_err"] == "nan"
+    assert "**NO** (non-finite values)" in open(md_path).read()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the fallback without CUDA")
