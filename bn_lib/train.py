@@ -38,7 +38,8 @@ def fit(model, optimizer, data, epochs=1, batch_size=64, seed=0, eval_every=None
     ``val_loss``, ``val_acc`` every ``eval_every`` steps (default: once per epoch), in
     eval mode. ``callback(step, model)``, if given, runs after every step. A loss that
     becomes NaN or infinite ends training early and is recorded as such: a diverged run
-    is a result, not an error.
+    is a result, not an error (``history["diverged"]`` is True, and a last evaluation
+    with NaN losses and accuracy 0 closes the eval lists).
     """
     rng = np.random.default_rng(seed)
     steps_per_epoch = len(data.x_train) // batch_size
@@ -57,7 +58,7 @@ def fit(model, optimizer, data, epochs=1, batch_size=64, seed=0, eval_every=None
                 if callback is not None:
                     callback(step, model)
                 if not np.isfinite(loss):
-                    history["diverged"] = True
+                    _record_divergence(history, step)
                     return history
                 if step % eval_every == 0:
                     _record_eval(history, step, model, data)
@@ -65,6 +66,15 @@ def fit(model, optimizer, data, epochs=1, batch_size=64, seed=0, eval_every=None
         _record_eval(history, step, model, data)
     history["diverged"] = False
     return history
+
+
+def _record_divergence(history, step):
+    history["diverged"] = True
+    history["eval_step"].append(step)
+    for key in ("train_loss", "val_loss"):
+        history[key].append(float("nan"))
+    for key in ("train_acc", "val_acc"):
+        history[key].append(0.0)
 
 
 def _record_eval(history, step, model, data):

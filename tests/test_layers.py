@@ -175,3 +175,20 @@ def test_fit_records_divergence_instead_of_raising():
     model = bn_lib.mlp([64, 32, 10], seed=0, init_scale=10.0)
     history = bn_lib.fit(model, bn_lib.SGD(model.parameters(), lr=1e200), data, epochs=2)
     assert history["diverged"]
+
+
+def test_diverged_history_ends_with_a_nan_evaluation():
+    data = bn_lib.load_digits_split(seed=0)
+    model = bn_lib.mlp([64, 32, 10], seed=0, init_scale=10.0)
+    history = bn_lib.fit(model, bn_lib.SGD(model.parameters(), lr=1e200), data, epochs=2)
+    assert np.isnan(history["val_loss"][-1]) and history["val_acc"][-1] == 0.0
+
+
+@pytest.mark.parametrize("norm,cls", [("batch", bn_lib.BatchNorm), ("layer", bn_lib.LayerNorm),
+                                      ("group", bn_lib.GroupNorm)])
+def test_mlp_builds_each_norm(norm, cls):
+    model = bn_lib.mlp([8, 6, 6, 3], norm=norm, num_groups=2, eps=1e-3)
+    norms = [layer for layer in model.layers if isinstance(layer, cls)]
+    assert len(norms) == 2 and all(layer.eps == 1e-3 for layer in norms)
+    assert not model.layers[0].has_bias and model.layers[-1].has_bias
+    assert model.forward(np.ones((4, 8))).shape == (4, 3)
