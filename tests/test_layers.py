@@ -175,12 +175,7 @@ def test_fit_records_divergence_instead_of_raising():
     model = bn_lib.mlp([64, 32, 10], seed=0, init_scale=10.0)
     history = bn_lib.fit(model, bn_lib.SGD(model.parameters(), lr=1e200), data, epochs=2)
     assert history["diverged"]
-
-
-def test_diverged_history_ends_with_a_nan_evaluation():
-    data = bn_lib.load_digits_split(seed=0)
-    model = bn_lib.mlp([64, 32, 10], seed=0, init_scale=10.0)
-    history = bn_lib.fit(model, bn_lib.SGD(model.parameters(), lr=1e200), data, epochs=2)
+    # the eval lists end with the divergence, so history["val_acc"][-1] always exists
     assert np.isnan(history["val_loss"][-1]) and history["val_acc"][-1] == 0.0
 
 
