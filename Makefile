@@ -37,7 +37,7 @@ test: setup lint unit nbval book-check
 	@echo "make test: all checks passed"
 
 lint: setup
-	$(BIN)/ruff check bn_lib tests benchmarks chapters
+	$(BIN)/ruff check bn_lib tests benchmarks tools chapters
 
 unit: setup
 	$(SINGLE_THREAD) $(BIN)/python -m pytest tests -n 2 -q
@@ -70,7 +70,7 @@ bench: setup
 # own) instead of setting up .venv.
 verify-gpu:
 	$(if $(VERIFY_PYTHON),,$(MAKE) setup)
-	$(or $(VERIFY_PYTHON),$(BIN)/python) -m bn_lib.verify --device $(DEVICE) --bandwidth \
+	$(or $(VERIFY_PYTHON),$(BIN)/python) -m tools.verify --device $(DEVICE) --bandwidth \
 		--report 'reports/verification_{device}'
 
 clean:

@@ -20,14 +20,14 @@ and 5/8 of the copy bandwidth.
 
 Timed for each shape: PyTorch's fused ``F.batch_norm`` (forward; forward + backward through
 autograd); the same formula composed of separate tensor operations, which is what bn_lib
-moved to the GPU unchanged looks like (``bn_lib.verify.composed_forward`` and
+moved to the GPU unchanged looks like (``bn_lib.testing.composed_forward`` and
 ``composed_backward``); and that composition under ``torch.compile``. ``--compile auto``
 compiles on CUDA only: the CPU backend needs a C++ compiler and about a minute per graph.
 A compile failure is recorded in the table, not fatal.
 
 Timing: CUDA events on a GPU, ``time.perf_counter`` on the CPU; the median of 5 trials of
-several calls each, after a warm-up call. ``python -m bn_lib.verify --bandwidth`` runs the
-same measurement (bn_lib.verify.measure_bandwidth) and records it in the verification
+several calls each, after a warm-up call. ``python -m tools.verify --bandwidth`` runs the
+same measurement (``benchmarks/bandwidth.py``) and records it in the verification
 report; this script is the stand-alone version, with a choice of shapes and dtype.
 """
 
@@ -37,7 +37,10 @@ import argparse
 import json
 import sys
 
-from bn_lib import verify
+import torch
+from bandwidth import format_bandwidth, measure_bandwidth  # the module beside this script
+
+from bn_lib.testing import resolve_device
 
 
 def parse_shape(text):
@@ -63,22 +66,23 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     args = parser.parse_args(argv)
 
-    device, note = verify.resolve_device(args.device)
+    device, note = resolve_device(args.device)
     if note:
         print(f"NOTE: {note}")
-    env = verify.environment(device)
+    env = {"device": device, "torch_version": torch.__version__,
+           "cuda_version": torch.version.cuda,
+           "device_name": torch.cuda.get_device_name(device) if device != "cpu" else "CPU"}
     print(f"{env['device_name']} ({device}), PyTorch {env['torch_version']}, "
           f"CUDA {env['cuda_version']}")
-    result = verify.measure_bandwidth(device, shapes=args.shapes, dtype=args.dtype,
-                                      compile=args.compile, quick=args.quick,
-                                      progress=print)
+    result = measure_bandwidth(device, shapes=args.shapes, dtype=args.dtype,
+                               compile=args.compile, quick=args.quick, progress=print)
     result["environment"] = env
     print()
     print(f"copy bandwidth: {result['copy_gbps']:.1f} GB/s; model: forward 2S, "
           f"forward+backward 5S")
     if result["compile"]["note"]:
         print(f"torch.compile: {result['compile']['note']}")
-    print(verify.format_bandwidth(result))
+    print(format_bandwidth(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

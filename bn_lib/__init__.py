@@ -1,7 +1,8 @@
 """bn_lib: Batch Normalization from scratch in NumPy, verified against PyTorch.
 
 The book (chapters/) explains every piece; each docstring names its chapter and equation.
-Only NumPy is imported here: PyTorch is needed by ``bn_lib.verify`` alone.
+Only NumPy is imported here: PyTorch is needed by ``bn_lib.testing`` alone (the oracle,
+imported by name).
 """
 
 from .batchnorm import BatchNorm
@@ -19,7 +20,6 @@ from .layers import (
     Dropout,
     Flatten,
     Linear,
-    MaxPool2d,
     ReLU,
     Sequential,
     Sigmoid,
@@ -37,7 +37,7 @@ __version__ = "1.0.0"
 __all__ = [
     "BatchNorm", "BatchNormCache", "batch_norm_forward", "batch_norm_backward",
     "batch_norm_inference", "Module", "Linear", "Conv2d", "ReLU", "Sigmoid", "Tanh",
-    "Dropout", "MaxPool2d", "Flatten", "Sequential", "LayerNorm", "GroupNorm",
+    "Dropout", "Flatten", "Sequential", "LayerNorm", "GroupNorm",
     "softmax", "softmax_cross_entropy", "accuracy", "SGD", "RMSProp", "Adam",
     "numerical_gradient", "relative_error", "check_module_gradients", "Split",
     "load_digits_split", "batches", "fit", "evaluate", "train_step", "mlp",

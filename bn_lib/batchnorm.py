@@ -6,8 +6,13 @@ Semantics are PyTorch's ``BatchNorm1d``/``BatchNorm2d``:
 * the running statistics are updated as ``running = (1 - momentum) * running +
   momentum * batch``, with the *unbiased* batch variance (factor m / (m - 1));
 * ``momentum=None`` makes that a cumulative average over all batches seen, the paper's
-  population statistics (Algorithm 2; chapter 04);
-* eval mode normalizes with the running statistics.
+  population statistics (Algorithm 2; chapter 04, `eq-04-cumulative`);
+* eval mode normalizes with the running statistics;
+* ``affine=False``: no gamma and beta (fixed at 1 and 0, and not parameters);
+* ``track_running_stats=False``: no running statistics (``running_mean`` and
+  ``running_var`` are None), and eval mode normalizes with batch statistics too.
+
+Both modes are the functional core of :mod:`bn_lib.functional`; the layer adds the state.
 """
 
 from __future__ import annotations
@@ -15,21 +20,23 @@ from __future__ import annotations
 import numpy as np
 
 from .functional import (
-    BatchNormCache,
-    _broadcast_shape,
     batch_norm_backward,
     batch_norm_forward,
+    batch_norm_inference,
     check_input,
 )
 from .module import Module
 
 
 class BatchNorm(Module):
-    """Batch Normalization over axis 1 of (N, C), (N, C, L) or (N, C, H, W) input."""
+    """Batch Normalization over axis 1 of (N, C), (N, C, L) or (N, C, H, W) input.
 
-    param_names = ("gamma", "beta")
+    ``gamma``, ``beta``, ``running_mean`` and ``running_var`` are NumPy arrays of shape
+    (C,), updated in place; ``dgamma`` and ``dbeta`` hold the last backward's gradients.
+    """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float64):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float64):
         super().__init__()
         if int(num_features) != num_features or num_features < 1:
             raise ValueError(f"num_features must be a positive integer, got {num_features}")
@@ -40,73 +47,67 @@ class BatchNorm(Module):
         self.num_features = int(num_features)
         self.eps = eps
         self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        self.param_names = ("gamma", "beta") if affine else ()
         self.gamma = np.ones(self.num_features, dtype=dtype)
         self.beta = np.zeros(self.num_features, dtype=dtype)
-        self.running_mean = np.zeros(self.num_features, dtype=dtype)
-        self.running_var = np.ones(self.num_features, dtype=dtype)
+        self.init_grads()
+        self.running_mean = self.running_var = None
+        if track_running_stats:
+            self.running_mean = np.zeros(self.num_features, dtype=dtype)
+            self.running_var = np.ones(self.num_features, dtype=dtype)
         self.num_batches_tracked = 0
-        self._init_grads()
         self.cache = None
 
     def __repr__(self):
-        return (
-            f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum})"
-        )
+        switches = "" if self.affine else ", affine=False"
+        switches += "" if self.track_running_stats else ", track_running_stats=False"
+        return f"BatchNorm({self.num_features}, eps={self.eps}, momentum={self.momentum}" \
+               f"{switches})"
 
     def reset_running_stats(self):
-        self.running_mean[...] = 0.0
-        self.running_var[...] = 1.0
+        if self.track_running_stats:
+            self.running_mean[...] = 0.0
+            self.running_var[...] = 1.0
         self.num_batches_tracked = 0
 
-    def _check_channels(self, x):
+    def forward(self, x):
+        """(N, C, ...) -> (N, C, ...): batch statistics in training mode (and always
+        without running statistics), the running ones in eval mode."""
         x = check_input(x)
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"expected {self.num_features} channels on axis 1, got input of shape {x.shape}"
             )
-        return x
-
-    def forward(self, x):
-        x = self._check_channels(x)
-        if not self.training:
-            return self._forward_eval(x)
-        y, self.cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
-        self._update_running_stats(self.cache, m=x.size // self.num_features)
+        if self.training or not self.track_running_stats:
+            y, self.cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
+            if self.training and self.track_running_stats:
+                self._update_running_stats(m=x.size // self.num_features)
+            return y
+        y, self.cache = batch_norm_inference(x, self.running_mean, self.running_var,
+                                             self.gamma, self.beta, self.eps)
         return y
 
-    def _update_running_stats(self, cache, m):
+    def _update_running_stats(self, m):
+        """`eq-04-ema` with the unbiased batch variance; weight 1/k for the k-th batch
+        when momentum is None (`eq-04-cumulative`)."""
         self.num_batches_tracked += 1
-        if self.momentum is None:  # cumulative average: weight 1/k for the k-th batch
+        if self.momentum is None:
             weight = 1.0 / self.num_batches_tracked
         else:
             weight = self.momentum
-        unbiased_var = cache.var * (m / (m - 1))
+        unbiased_var = self.cache.var * (m / (m - 1))
         self.running_mean *= 1.0 - weight
-        self.running_mean += weight * cache.mean
+        self.running_mean += weight * self.cache.mean
         self.running_var *= 1.0 - weight
         self.running_var += weight * unbiased_var
 
-    def _forward_eval(self, x):
-        if x.dtype == np.float16:
-            return self._forward_eval(x.astype(np.float32)).astype(np.float16)
-        shape = _broadcast_shape(x)
-        inv_std = 1.0 / np.sqrt(self.running_var + self.eps)
-        centred = x - self.running_mean.astype(x.dtype).reshape(shape)
-        self.cache = BatchNormCache(
-            centred=centred,
-            inv_std=inv_std,
-            gamma=self.gamma.astype(np.float64),
-            mean=self.running_mean.copy(),
-            var=self.running_var.copy(),
-            training=False,
-        )
-        y = centred * (self.gamma * inv_std).astype(x.dtype).reshape(shape)
-        y += self.beta.astype(x.dtype).reshape(shape)
-        return y
-
     def backward(self, dy):
+        """(N, C, ...) -> dx of the same shape; stores dgamma and dbeta (shape (C,))."""
         self._require_forward("cache")
         dx, dgamma, dbeta = batch_norm_backward(dy, self.cache)
-        self.dgamma[...] = dgamma
-        self.dbeta[...] = dbeta
+        if self.affine:
+            self.dgamma[...] = dgamma
+            self.dbeta[...] = dbeta
         return dx

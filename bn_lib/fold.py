@@ -27,13 +27,16 @@ def fold_batchnorm(layer, bn):
         raise ValueError(
             f"layer has {layer.W.shape[0]} outputs but BatchNorm has {bn.num_features} channels"
         )
+    if not bn.track_running_stats:
+        raise ValueError("cannot fold a BatchNorm with track_running_stats=False: its eval "
+                         "mode uses batch statistics, which are not a fixed affine map")
     scale = bn.gamma / np.sqrt(bn.running_var + bn.eps)
     bias = layer.b if layer.has_bias else np.zeros(layer.W.shape[0])
     folded = copy.deepcopy(layer)
     folded.W = layer.W * scale.reshape((-1,) + (1,) * (layer.W.ndim - 1))
     folded.b = scale * (bias - bn.running_mean) + bn.beta
     folded.param_names = ("W", "b")
-    folded._init_grads()
+    folded.init_grads()
     folded.eval()
     return folded
 

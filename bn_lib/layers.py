@@ -1,5 +1,6 @@
 """Layers needed to train real networks from scratch: Linear, Conv2d, activations,
-Dropout, pooling, Flatten and Sequential. Each has ``forward`` and ``backward``."""
+Dropout, Flatten and Sequential. Each has ``forward`` and ``backward``; shapes follow
+PyTorch."""
 
 from __future__ import annotations
 
@@ -31,8 +32,7 @@ class Linear(Module):
         self.b = np.zeros(out_features)
         if not bias:
             self.param_names = ("W",)
-        self._init_grads()
-        self.db = np.zeros(out_features)
+        self.init_grads()
         self.x = None
 
     @property
@@ -56,7 +56,8 @@ class Linear(Module):
     def backward(self, dy):
         self._require_forward("x")
         self.dW[...] = dy.T @ self.x
-        self.db[...] = dy.sum(axis=0)
+        if self.has_bias:
+            self.db[...] = dy.sum(axis=0)
         return dy @ self.W
 
 
@@ -80,8 +81,7 @@ class Conv2d(Module):
         self.b = np.zeros(out_channels)
         if not bias:
             self.param_names = ("W",)
-        self._init_grads()
-        self.db = np.zeros(out_channels)
+        self.init_grads()
         self.stride, self.padding = stride, padding
         self.x_shape = None
 
@@ -122,7 +122,8 @@ class Conv2d(Module):
         k = self.W.shape[2]
         h_out, w_out = dy.shape[2], dy.shape[3]
         self.dW[...] = np.tensordot(dy, self.windows, axes=([0, 2, 3], [0, 2, 3]))
-        self.db[...] = dy.sum(axis=(0, 2, 3))
+        if self.has_bias:
+            self.db[...] = dy.sum(axis=(0, 2, 3))
         dpadded = np.zeros((n, c, h + 2 * p, w + 2 * p), dtype=dy.dtype)
         for i in range(k):
             for j in range(k):
@@ -199,36 +200,6 @@ class Dropout(Module):
     def backward(self, dy):
         self._require_forward("mask")
         return dy * self.mask
-
-
-class MaxPool2d(Module):
-    """Non-overlapping max pooling with a square window (stride = window)."""
-
-    def __init__(self, kernel_size=2):
-        super().__init__()
-        self.k = kernel_size
-        self.mask = None
-
-    def __repr__(self):
-        return f"MaxPool2d({self.k})"
-
-    def forward(self, x):
-        n, c, h, w = x.shape
-        k = self.k
-        if h % k or w % k:
-            raise ValueError(f"MaxPool2d({k}) needs H and W divisible by {k}, got {x.shape}")
-        # (N, C, H/k, W/k, k*k): each pooling window flattened on the last axis
-        windows = x.reshape(n, c, h // k, k, w // k, k).transpose(0, 1, 2, 4, 3, 5)
-        windows = windows.reshape(n, c, h // k, w // k, k * k)
-        winner = windows.argmax(axis=-1)  # a tie sends the gradient to the first winner
-        one_hot = winner[..., None] == np.arange(k * k)
-        self.mask = one_hot.reshape(n, c, h // k, w // k, k, k).transpose(0, 1, 2, 4, 3, 5)
-        return np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0]
-
-    def backward(self, dy):
-        self._require_forward("mask")
-        n, c, hk, k, wk, _ = self.mask.shape
-        return (self.mask * dy[:, :, :, None, :, None]).reshape(n, c, hk * k, wk * k)
 
 
 class Flatten(Module):

@@ -1,10 +1,10 @@
 """The ``Module`` base class: parameters, their gradients, and train/eval mode.
 
-Names copy PyTorch's (``parameters``, ``zero_grad``, ``train``, ``eval``) so what a reader
-learns here carries over. Unlike PyTorch there is no autograd: every module implements
+Names copy PyTorch's (``parameters``, ``train``, ``eval``) so what a reader learns here
+carries over. Unlike PyTorch there is no autograd: every module implements
 ``backward(dy)`` itself, returns the gradient for its input, and stores the gradients of
 its parameters beside them: parameter ``w`` has gradient ``dw``, an array of the same
-shape, overwritten (not accumulated) by each ``backward``.
+shape, overwritten (not accumulated) by each ``backward``, so there is no ``zero_grad``.
 """
 
 from __future__ import annotations
@@ -44,10 +44,6 @@ class Module:
         """List of ``(value, grad)`` array pairs; optimizers update ``value`` in place."""
         return [(value, grad) for _, value, grad in self.named_parameters()]
 
-    def zero_grad(self):
-        for _, grad in self.parameters():
-            grad[...] = 0.0
-
     def train(self, mode=True):
         self.training = mode
         for child in self.children():
@@ -60,7 +56,8 @@ class Module:
     def num_parameters(self):
         return sum(value.size for value, _ in self.parameters())
 
-    def _init_grads(self):
+    def init_grads(self):
+        """Create a zero gradient ``d<name>`` beside each parameter ``<name>``."""
         for name in self.param_names:
             setattr(self, "d" + name, np.zeros_like(getattr(self, name)))
 

@@ -2,38 +2,46 @@
 (chapter 05): LayerNorm (per example, over the features) and GroupNorm (per example,
 over groups of channels; InstanceNorm is GroupNorm with one channel per group).
 
-They share one core: normalize each row of a 2-D view, then the same compact backward
-formula as BatchNorm (chapter 03, eq. 3.9), with the sums taken along rows instead of
-down columns. Neither keeps running statistics: train and eval mode agree.
+Each is a reshape around Batch Normalization's functional core, as chapter 05 says:
+view the values that share statistics as one "channel" of a (1, R, D) array (R groups of
+D values), normalize with ``batch_norm_forward`` (gamma = 1, beta = 0), reshape back and
+apply the per-feature gamma and beta. The backward pass is the same compact formula
+(chapter 03, `eq-03-dx`) through ``batch_norm_backward``. Neither layer keeps running
+statistics: train and eval mode agree.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .functional import check_input
+from .functional import batch_norm_backward, batch_norm_forward, check_input, per_channel
 from .module import Module
 
 
-def _normalize_rows(rows, eps):
-    mean = rows.mean(axis=1, keepdims=True)
-    centred = rows - mean
-    inv_std = 1.0 / np.sqrt((centred**2).mean(axis=1, keepdims=True) + eps)
-    return centred * inv_std, inv_std
+def normalize_groups(groups, eps):
+    """Normalize each row of ``groups`` (R, D) over its D values.
+
+    Returns ``(x_hat, cache)``: x_hat of shape (R, D), and the core's cache for
+    :func:`normalize_groups_backward`.
+    """
+    if groups.shape[1] <= 1:
+        raise ValueError(
+            f"expected more than 1 value to normalize over, got groups of {groups.shape[1]}"
+        )
+    rows = groups.shape[0]
+    x_hat, cache = batch_norm_forward(groups[np.newaxis], np.ones(rows), np.zeros(rows), eps)
+    return x_hat[0], cache
 
 
-def _normalize_rows_backward(dx_hat, x_hat, inv_std):
-    m = x_hat.shape[1]
-    return inv_std / m * (
-        m * dx_hat
-        - dx_hat.sum(axis=1, keepdims=True)
-        - x_hat * (dx_hat * x_hat).sum(axis=1, keepdims=True)
-    )
+def normalize_groups_backward(dx_hat, cache):
+    """The gradient through :func:`normalize_groups`: (R, D) -> (R, D)."""
+    return batch_norm_backward(dx_hat[np.newaxis], cache)[0][0]
 
 
 class LayerNorm(Module):
     """Normalize each example over its last axis (size ``num_features``), then apply a
-    per-feature gamma and beta, like ``torch.nn.LayerNorm(num_features)``."""
+    per-feature gamma and beta, like ``torch.nn.LayerNorm(num_features)``.
+    Input (..., num_features) -> output of the same shape."""
 
     param_names = ("gamma", "beta")
 
@@ -42,8 +50,8 @@ class LayerNorm(Module):
         self.num_features, self.eps = num_features, eps
         self.gamma = np.ones(num_features)
         self.beta = np.zeros(num_features)
-        self._init_grads()
-        self.x_hat = None
+        self.init_grads()
+        self.cache = None
 
     def __repr__(self):
         return f"LayerNorm({self.num_features}, eps={self.eps})"
@@ -54,26 +62,26 @@ class LayerNorm(Module):
             raise ValueError(
                 f"LayerNorm({self.num_features}) got input of shape {x.shape}"
             )
-        rows = x.reshape(-1, self.num_features)
-        self.x_hat, self.inv_std = _normalize_rows(rows, self.eps)
         self.shape = x.shape
-        y = self.x_hat * self.gamma.astype(x.dtype) + self.beta.astype(x.dtype)
+        x_hat, self.cache = normalize_groups(x.reshape(-1, self.num_features), self.eps)
+        self.x_hat = x_hat
+        y = x_hat * self.gamma.astype(x.dtype) + self.beta.astype(x.dtype)
         return y.reshape(x.shape)
 
     def backward(self, dy):
-        self._require_forward("x_hat")
-        rows = dy.reshape(-1, self.num_features)
+        self._require_forward("cache")
+        rows = np.asarray(dy).reshape(-1, self.num_features)
         self.dgamma[...] = (rows * self.x_hat).sum(axis=0)
         self.dbeta[...] = rows.sum(axis=0)
         dx_hat = rows * self.gamma
-        return _normalize_rows_backward(dx_hat, self.x_hat, self.inv_std).reshape(self.shape)
+        return normalize_groups_backward(dx_hat, self.cache).reshape(self.shape)
 
 
 class GroupNorm(Module):
     """Split the C channels into ``num_groups`` groups and normalize each example's
     group over its channels and positions; gamma and beta are per channel, like
     ``torch.nn.GroupNorm``. ``num_groups=C`` is InstanceNorm, ``num_groups=1`` a
-    LayerNorm over (C, H, W)."""
+    LayerNorm over (C, H, W). Input (N, C, ...) -> output of the same shape."""
 
     param_names = ("gamma", "beta")
 
@@ -86,8 +94,8 @@ class GroupNorm(Module):
         self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
         self.gamma = np.ones(num_channels)
         self.beta = np.zeros(num_channels)
-        self._init_grads()
-        self.x_hat = None
+        self.init_grads()
+        self.cache = None
 
     def __repr__(self):
         return f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps})"
@@ -98,22 +106,17 @@ class GroupNorm(Module):
             raise ValueError(
                 f"expected {self.num_channels} channels on axis 1, got input of shape {x.shape}"
             )
-        n = x.shape[0]
-        rows = x.reshape(n * self.num_groups, -1)
-        self.x_hat, self.inv_std = _normalize_rows(rows, self.eps)
         self.shape = x.shape
-        cshape = (1, -1) + (1,) * (x.ndim - 2)
-        x_hat = self.x_hat.reshape(x.shape)
-        return x_hat * self.gamma.astype(x.dtype).reshape(cshape) + self.beta.astype(
-            x.dtype
-        ).reshape(cshape)
+        groups = x.reshape(x.shape[0] * self.num_groups, -1)
+        x_hat, self.cache = normalize_groups(groups, self.eps)
+        self.x_hat = x_hat.reshape(x.shape)
+        return self.x_hat * per_channel(self.gamma, x) + per_channel(self.beta, x)
 
     def backward(self, dy):
-        self._require_forward("x_hat")
+        self._require_forward("cache")
+        dy = np.asarray(dy)
         axes = (0,) + tuple(range(2, dy.ndim))
-        x_hat = self.x_hat.reshape(self.shape)
-        self.dgamma[...] = (dy * x_hat).sum(axis=axes)
+        self.dgamma[...] = (dy * self.x_hat).sum(axis=axes)
         self.dbeta[...] = dy.sum(axis=axes)
-        cshape = (1, -1) + (1,) * (dy.ndim - 2)
-        dx_hat = (dy * self.gamma.reshape(cshape)).reshape(self.x_hat.shape)
-        return _normalize_rows_backward(dx_hat, self.x_hat, self.inv_std).reshape(self.shape)
+        dx_hat = (dy * per_channel(self.gamma, dy)).reshape(self.cache.centred.shape[1:])
+        return normalize_groups_backward(dx_hat, self.cache).reshape(self.shape)

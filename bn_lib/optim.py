@@ -19,10 +19,6 @@ class Optimizer:
             raise ValueError(f"learning rate must be positive, got {lr}")
         self.lr = lr
 
-    def zero_grad(self):
-        for _, grad in self.params:
-            grad[...] = 0.0
-
     def step(self):  # pragma: no cover - abstract
         raise NotImplementedError
 

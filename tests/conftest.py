@@ -1,7 +1,8 @@
-"""Shared fixtures: the devices PyTorch computes the oracle on.
+"""Fixtures only: the devices PyTorch computes the oracle on, and a seeded generator.
 
 The CPU is always checked; CUDA is added when ``torch.cuda.is_available()``, marked
-``gpu`` (``pytest -m gpu`` runs only those), and skipped otherwise.
+``gpu`` (``pytest -m gpu`` runs only those), and skipped otherwise. Shared helpers live
+in ``bn_lib.testing``, not here.
 """
 
 import numpy as np
@@ -28,11 +29,3 @@ def device(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-def to_torch(a, device="cpu", requires_grad=False):
-    return torch.tensor(a, device=device, requires_grad=requires_grad)
-
-
-def to_numpy(t):
-    return t.detach().cpu().numpy()

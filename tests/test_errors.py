@@ -11,20 +11,20 @@ def test_fewer_than_two_dimensions():
         bn_lib.batch_norm_forward(np.ones(5), np.ones(5), np.zeros(5))
 
 
-def test_gamma_beta_of_wrong_length():
+@pytest.mark.parametrize("gamma,beta,name", [(np.ones(2), np.zeros(3), "gamma"),
+                                             (np.ones(3), np.zeros(4), "beta")])
+def test_gamma_beta_of_wrong_length(gamma, beta, name):
     x = np.random.default_rng(0).standard_normal((4, 3))
-    with pytest.raises(ValueError, match=r"gamma must have shape \(3,\)"):
-        bn_lib.batch_norm_forward(x, np.ones(2), np.zeros(3))
-    with pytest.raises(ValueError, match=r"beta must have shape \(3,\)"):
-        bn_lib.batch_norm_forward(x, np.ones(3), np.zeros(4))
+    with pytest.raises(ValueError, match=rf"{name} must have shape \(3,\)"):
+        bn_lib.batch_norm_forward(x, gamma, beta)
 
 
-def test_running_statistics_of_wrong_length():
+@pytest.mark.parametrize("mean,var,name", [(np.zeros(2), np.ones(3), "running_mean"),
+                                           (np.zeros(3), np.ones(5), "running_var")])
+def test_running_statistics_of_wrong_length(mean, var, name):
     x = np.ones((4, 3))
-    with pytest.raises(ValueError, match="running_mean"):
-        bn_lib.batch_norm_inference(x, np.zeros(2), np.ones(3), np.ones(3), np.zeros(3))
-    with pytest.raises(ValueError, match="running_var"):
-        bn_lib.batch_norm_inference(x, np.zeros(3), np.ones(5), np.ones(3), np.zeros(3))
+    with pytest.raises(ValueError, match=name):
+        bn_lib.batch_norm_inference(x, mean, var, np.ones(3), np.zeros(3))
 
 
 def test_layer_with_wrong_channel_count():
@@ -72,12 +72,14 @@ def test_bad_constructor_arguments(kwargs, match):
         bn_lib.BatchNorm(**kwargs)
 
 
-def test_bad_labels_and_shapes_elsewhere():
-    with pytest.raises(ValueError, match="labels"):
-        bn_lib.softmax_cross_entropy(np.zeros((3, 4)), np.array([0, 1, 4]))
-    with pytest.raises(ValueError, match="Linear expects"):
-        bn_lib.Linear(3, 2).forward(np.ones((2, 4)))
-    with pytest.raises(ValueError, match="divisible"):
-        bn_lib.GroupNorm(3, 4)
-    with pytest.raises(ValueError, match="learning rate"):
-        bn_lib.SGD(bn_lib.Linear(2, 2).parameters(), lr=0.0)
+@pytest.mark.parametrize("call,match", [
+    (lambda: bn_lib.softmax_cross_entropy(np.zeros((3, 4)), np.array([0, 1, 4])), "labels"),
+    (lambda: bn_lib.Linear(3, 2).forward(np.ones((2, 4))), "Linear expects"),
+    (lambda: bn_lib.GroupNorm(3, 4), "divisible"),
+    (lambda: bn_lib.SGD(bn_lib.Linear(2, 2).parameters(), lr=0.0), "learning rate"),
+    (lambda: bn_lib.fold_batchnorm(bn_lib.Linear(2, 2), bn_lib.BatchNorm(
+        2, track_running_stats=False)), "track_running_stats"),
+], ids=["labels", "linear", "groupnorm", "sgd", "fold"])
+def test_bad_arguments_elsewhere(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -3,22 +3,26 @@
 import numpy as np
 import pytest
 import torch
-from conftest import to_numpy, to_torch
 
 import bn_lib
+from bn_lib.testing import to_numpy, to_torch
 
 
-def test_linear_matches_torch(rng):
-    ours = bn_lib.Linear(5, 3, rng=1)
-    ours.b[...] = rng.standard_normal(3)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_torch(bias, rng):
+    ours = bn_lib.Linear(5, 3, bias=bias, rng=1)
+    ours.b[...] = rng.standard_normal(3) if bias else 0.0
     x, dy = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
-    xt, wt, bt = (to_torch(a, requires_grad=True) for a in (x, ours.W, ours.b))
+    xt, wt = (to_torch(a, requires_grad=True) for a in (x, ours.W))
+    bt = to_torch(ours.b, requires_grad=True) if bias else None
     yt = torch.nn.functional.linear(xt, wt, bt)
     yt.backward(to_torch(dy))
     np.testing.assert_allclose(ours.forward(x), to_numpy(yt), atol=1e-12)
     np.testing.assert_allclose(ours.backward(dy), to_numpy(xt.grad), atol=1e-12)
     np.testing.assert_allclose(ours.dW, to_numpy(wt.grad), atol=1e-12)
-    np.testing.assert_allclose(ours.db, to_numpy(bt.grad), atol=1e-12)
+    assert [name for name, _, _ in ours.named_parameters()] == (["W", "b"] if bias else ["W"])
+    if bias:
+        np.testing.assert_allclose(ours.db, to_numpy(bt.grad), atol=1e-12)
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 1), (2, 0)])
@@ -39,41 +43,44 @@ def test_conv2d_matches_torch(stride, padding, device, rng):
     np.testing.assert_allclose(ours.db, to_numpy(bt.grad), atol=1e-10)
 
 
-def test_layernorm_and_groupnorm_match_torch(rng):
-    cases = [
-        (bn_lib.LayerNorm(6), torch.nn.LayerNorm(6), (4, 6)),
-        (bn_lib.GroupNorm(2, 4), torch.nn.GroupNorm(2, 4), (3, 4, 5, 2)),
-        (bn_lib.GroupNorm(4, 4), torch.nn.InstanceNorm2d(4, affine=True), (3, 4, 5, 2)),
-    ]
-    for ours, theirs, shape in cases:
-        theirs = theirs.double()
-        ours.gamma[...] = rng.uniform(0.5, 2, ours.gamma.shape)
-        ours.beta[...] = rng.standard_normal(ours.beta.shape)
-        with torch.no_grad():
-            theirs.weight.copy_(to_torch(ours.gamma))
-            theirs.bias.copy_(to_torch(ours.beta))
-        x, dy = 3 * rng.standard_normal(shape) + 1, rng.standard_normal(shape)
-        xt = to_torch(x, requires_grad=True)
-        yt = theirs(xt)
-        yt.backward(to_torch(dy))
-        np.testing.assert_allclose(ours.forward(x), to_numpy(yt), atol=1e-10)
-        np.testing.assert_allclose(ours.backward(dy), to_numpy(xt.grad), atol=1e-10)
-        np.testing.assert_allclose(ours.dgamma, to_numpy(theirs.weight.grad), atol=1e-10)
-        np.testing.assert_allclose(ours.dbeta, to_numpy(theirs.bias.grad), atol=1e-10)
+@pytest.mark.parametrize("ours,theirs,shape", [
+    (bn_lib.LayerNorm(6), torch.nn.LayerNorm(6), (4, 6)),
+    (bn_lib.LayerNorm(6), torch.nn.LayerNorm(6), (2, 5, 6)),
+    (bn_lib.GroupNorm(2, 4), torch.nn.GroupNorm(2, 4), (3, 4, 5, 2)),
+    (bn_lib.GroupNorm(4, 4), torch.nn.InstanceNorm2d(4, affine=True), (3, 4, 5, 2)),
+], ids=lambda v: repr(v) if isinstance(v, bn_lib.Module) else str(v))
+def test_layernorm_and_groupnorm_match_torch(ours, theirs, shape, rng):
+    theirs = theirs.double()
+    ours.gamma[...] = rng.uniform(0.5, 2, ours.gamma.shape)
+    ours.beta[...] = rng.standard_normal(ours.beta.shape)
+    with torch.no_grad():
+        theirs.weight.copy_(to_torch(ours.gamma))
+        theirs.bias.copy_(to_torch(ours.beta))
+    x, dy = 3 * rng.standard_normal(shape) + 1, rng.standard_normal(shape)
+    xt = to_torch(x, requires_grad=True)
+    yt = theirs(xt)
+    yt.backward(to_torch(dy))
+    np.testing.assert_allclose(ours.forward(x), to_numpy(yt), atol=1e-10)
+    np.testing.assert_allclose(ours.backward(dy), to_numpy(xt.grad), atol=1e-10)
+    np.testing.assert_allclose(ours.dgamma, to_numpy(theirs.weight.grad), atol=1e-10)
+    np.testing.assert_allclose(ours.dbeta, to_numpy(theirs.bias.grad), atol=1e-10)
 
 
-def test_activations_pooling_and_loss_match_torch(rng):
+@pytest.mark.parametrize("ours,theirs", [(bn_lib.ReLU(), torch.relu),
+                                         (bn_lib.Sigmoid(), torch.sigmoid),
+                                         (bn_lib.Tanh(), torch.tanh)],
+                         ids=["relu", "sigmoid", "tanh"])
+def test_activations_match_torch(ours, theirs, rng):
     x = rng.standard_normal((2, 3, 4, 4)) * 4
-    for ours, theirs in [(bn_lib.ReLU(), torch.relu), (bn_lib.Sigmoid(), torch.sigmoid),
-                         (bn_lib.Tanh(), torch.tanh),
-                         (bn_lib.MaxPool2d(2), lambda t: torch.nn.functional.max_pool2d(t, 2))]:
-        xt = to_torch(x, requires_grad=True)
-        yt = theirs(xt)
-        dy = rng.standard_normal(tuple(yt.shape))
-        yt.backward(to_torch(dy))
-        np.testing.assert_allclose(ours.forward(x), to_numpy(yt), atol=1e-12)
-        np.testing.assert_allclose(ours.backward(dy), to_numpy(xt.grad), atol=1e-12)
+    xt = to_torch(x, requires_grad=True)
+    yt = theirs(xt)
+    dy = rng.standard_normal(tuple(yt.shape))
+    yt.backward(to_torch(dy))
+    np.testing.assert_allclose(ours.forward(x), to_numpy(yt), atol=1e-12)
+    np.testing.assert_allclose(ours.backward(dy), to_numpy(xt.grad), atol=1e-12)
 
+
+def test_softmax_cross_entropy_matches_torch(rng):
     logits, labels = rng.standard_normal((6, 5)) * 3, rng.integers(0, 5, 6)
     lt = to_torch(logits, requires_grad=True)
     loss_t = torch.nn.functional.cross_entropy(lt, torch.tensor(labels))

@@ -1,123 +1,124 @@
 """bn_lib's Batch Normalization against PyTorch, the independent oracle.
 
-Forward, backward (against autograd), running statistics over several steps with batches
-of different sizes, and eval mode; 2-D, 3-D and 4-D input; float64 to 1e-10 and float32
-to 1e-4 relative to the scale of the values; momentum 0.1, 0.5 and None; on every
-available device.
+Every check of ``bn_lib.testing.check_case`` (training forward and backward against
+autograd, running statistics over several steps, eval mode) for 2-D, 3-D and 4-D input in
+float64 and float32 on every available device, each check its own test; then running
+statistics with batches of changing size for momentum 0.1, 0.5 and None, the functional
+API, PyTorch's switches, and float16.
 """
 
 import numpy as np
 import pytest
 import torch
-from conftest import to_numpy, to_torch
+import torch.nn.functional as F
 
 import bn_lib
+from bn_lib.testing import assert_close, check_case, to_numpy, to_torch
 
-SHAPES = [(32, 7), (16, 5, 9), (8, 4, 6, 5)]
-# float32: bn_lib sums in NumPy, PyTorch in its own kernels; both round at ~1e-7 per
-# operation, and the compact backward adds a few sums over m values: 1e-4 is loose
-# enough for every order of summation and tight enough to catch a wrong formula.
-TOLERANCE = {np.float64: 1e-10, np.float32: 1e-4}
+SHAPES = [(2, 5), (32, 7), (16, 5, 9), (8, 4, 6, 5)]
+CHECKS = ["train forward y", "train backward dx", "train backward dgamma",
+          "train backward dbeta", "running_mean (momentum 0.1)", "running_var (momentum 0.1)",
+          "num_batches_tracked (momentum 0.1)", "running_mean (cumulative)",
+          "running_var (cumulative)", "num_batches_tracked (cumulative)", "eval forward y",
+          "eval backward dx"]
+_cases = {}
 
 
-def torch_bn(num_features, ndim, momentum, dtype, device, gamma, beta):
-    cls = torch.nn.BatchNorm2d if ndim == 4 else torch.nn.BatchNorm1d
-    layer = cls(num_features, momentum=momentum).to(device=device, dtype=_torch_dtype(dtype))
-    with torch.no_grad():
-        layer.weight.copy_(to_torch(gamma, device))
-        layer.bias.copy_(to_torch(beta, device))
+def case_rows(shape, dtype, device):
+    """check_case once per (shape, dtype, device); each check then asserts its own row."""
+    key = (shape, dtype, device)
+    if key not in _cases:
+        _cases[key] = {row["check"]: row for row in check_case(shape, dtype, device)}
+    return _cases[key]
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_batchnorm_check(shape, dtype, check, device):
+    row = case_rows(shape, dtype, device)[check]
+    assert row["passed"], row
+
+
+def torch_batchnorm(shape, momentum, gamma, beta, device, **switches):
+    cls = torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d
+    layer = cls(shape[1], momentum=momentum, dtype=torch.float64, device=device, **switches)
+    if layer.affine:
+        with torch.no_grad():
+            layer.weight.copy_(to_torch(gamma, device))
+            layer.bias.copy_(to_torch(beta, device))
     return layer
 
 
-def _torch_dtype(dtype):
-    return torch.float64 if dtype == np.float64 else torch.float32
-
-
-def assert_close(ours, theirs, dtype, what):
-    theirs = np.asarray(theirs)
-    scale = max(1.0, float(np.max(np.abs(theirs))))
-    err = float(np.max(np.abs(np.asarray(ours, dtype=np.float64) - theirs)))
-    assert err <= TOLERANCE[dtype] * scale, f"{what}: max abs error {err:.3g}"
-
-
-def make_layers(shape, momentum, dtype, device, rng):
+@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=str)
+def test_running_statistics_with_changing_batch_sizes(shape, momentum, device, rng):
     c = shape[1]
     ours = bn_lib.BatchNorm(c, momentum=momentum)
-    ours.gamma[...] = rng.uniform(0.5, 2.0, c)
-    ours.beta[...] = rng.standard_normal(c)
-    theirs = torch_bn(c, len(shape), momentum, dtype, device, ours.gamma.astype(dtype),
-                      ours.beta.astype(dtype))
-    return ours, theirs
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_forward_and_backward(shape, dtype, device, rng):
-    ours, theirs = make_layers(shape, 0.1, dtype, device, rng)
-    x = (5 * rng.standard_normal(shape) + 12).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-
-    y = ours.forward(x)
-    dx = ours.backward(dy)
-    assert y.dtype == dtype and dx.dtype == dtype
-
-    xt = to_torch(x, device, requires_grad=True)
-    yt = theirs(xt)
-    yt.backward(to_torch(dy, device))
-    assert_close(y, to_numpy(yt), dtype, "forward")
-    assert_close(dx, to_numpy(xt.grad), dtype, "dx")
-    assert_close(ours.dgamma, to_numpy(theirs.weight.grad), dtype, "dgamma")
-    assert_close(ours.dbeta, to_numpy(theirs.bias.grad), dtype, "dbeta")
-
-
-@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_running_statistics_and_eval(shape, momentum, device, rng):
-    dtype = np.float64
-    ours, theirs = make_layers(shape, momentum, dtype, device, rng)
-    # batches of different sizes, each with its own mean and scale
+    ours.gamma[...], ours.beta[...] = rng.uniform(0.5, 2.0, c), rng.standard_normal(c)
+    theirs = torch_batchnorm(shape, momentum, ours.gamma, ours.beta, device)
     for step, n in enumerate([shape[0], 3, shape[0] + 5, 2]):
-        x = (rng.uniform(0.5, 3) * rng.standard_normal((n,) + shape[1:]) + step).astype(dtype)
+        x = rng.uniform(0.5, 3) * rng.standard_normal((n,) + shape[1:]) + step
         ours.forward(x)
         theirs(to_torch(x, device))
     assert ours.num_batches_tracked == int(theirs.num_batches_tracked) == 4
-    assert_close(ours.running_mean, to_numpy(theirs.running_mean), dtype, "running_mean")
-    assert_close(ours.running_var, to_numpy(theirs.running_var), dtype, "running_var")
-
-    ours.eval()
-    theirs.eval()
-    x = rng.standard_normal(shape)
-    dy = rng.standard_normal(shape)
-    xt = to_torch(x, device, requires_grad=True)
-    yt = theirs(xt)
-    yt.backward(to_torch(dy, device))
-    assert_close(ours.forward(x), to_numpy(yt), dtype, "eval forward")
-    assert_close(ours.backward(dy), to_numpy(xt.grad), dtype, "eval dx")
-    assert_close(ours.dgamma, to_numpy(theirs.weight.grad), dtype, "eval dgamma")
+    assert_close(ours.running_mean, theirs.running_mean, "float64", "reduction", "running_mean")
+    assert_close(ours.running_var, theirs.running_var, "float64", "reduction", "running_var")
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_functional_api_matches_torch_functional(shape, device, rng):
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=str)
+def test_functional_api_matches_torch_functional(shape, mode, device, rng):
     c = shape[1]
     x = 3 * rng.standard_normal(shape) - 2
     gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
     mean, var = rng.standard_normal(c), rng.uniform(0.5, 2, c)
-    y, cache = bn_lib.batch_norm_forward(x, gamma, beta, eps=1e-3)
-    yt = torch.nn.functional.batch_norm(
-        to_torch(x, device), None, None, to_torch(gamma, device), to_torch(beta, device),
-        training=True, eps=1e-3)
-    assert_close(y, to_numpy(yt), np.float64, "functional forward")
-    y_eval = bn_lib.batch_norm_inference(x, mean, var, gamma, beta, eps=1e-3)
-    yt_eval = torch.nn.functional.batch_norm(
-        to_torch(x, device), to_torch(mean, device), to_torch(var, device),
-        to_torch(gamma, device), to_torch(beta, device), training=False, eps=1e-3)
-    assert_close(y_eval, to_numpy(yt_eval), np.float64, "functional inference")
+    dy = rng.standard_normal(shape)
+    xt, gt, bt = (to_torch(a, device, requires_grad=True) for a in (x, gamma, beta))
+    if mode == "train":
+        y, cache = bn_lib.batch_norm_forward(x, gamma, beta, eps=1e-3)
+        yt = F.batch_norm(xt, None, None, gt, bt, training=True, eps=1e-3)
+    else:
+        y, cache = bn_lib.batch_norm_inference(x, mean, var, gamma, beta, eps=1e-3)
+        yt = F.batch_norm(xt, to_torch(mean, device), to_torch(var, device), gt, bt,
+                          training=False, eps=1e-3)
+    grads = bn_lib.batch_norm_backward(dy, cache)
+    grads_t = torch.autograd.grad(yt, (xt, gt, bt), to_torch(dy, device))
+    assert_close(y, yt, "float64", what=f"{mode} y")
+    for name, ours, theirs in zip(("dx", "dgamma", "dbeta"), grads, grads_t):
+        assert_close(ours, theirs, "float64", what=f"{mode} {name}")
 
 
-def test_float16_input_gives_float16_output(rng):
-    x = rng.standard_normal((16, 3)).astype(np.float16)
-    y, _ = bn_lib.batch_norm_forward(x, np.ones(3), np.zeros(3))
-    yt = torch.nn.functional.batch_norm(torch.tensor(x, dtype=torch.float32), None, None,
-                                        training=True)
+@pytest.mark.parametrize("switches", [{"affine": False}, {"track_running_stats": False},
+                                      {"affine": False, "track_running_stats": False}],
+                         ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_pytorch_switches(switches, device, rng):
+    shape = (6, 3, 4, 4)
+    ours = bn_lib.BatchNorm(3, **switches)
+    theirs = torch_batchnorm(shape, 0.1, ours.gamma, ours.beta, device, **switches)
+    assert (ours.running_mean is None) == (theirs.running_mean is None)
+    assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
+    for mode in ("train", "eval", "train"):
+        ours.train(mode == "train")
+        theirs.train(mode == "train")
+        x, dy = 2 * rng.standard_normal(shape) + 1, rng.standard_normal(shape)
+        xt = to_torch(x, device, requires_grad=True)
+        yt = theirs(xt)
+        (dxt,) = torch.autograd.grad(yt, (xt,), to_torch(dy, device))
+        assert_close(ours.forward(x), yt, "float64", what=f"{mode} y")
+        assert_close(ours.backward(dy), dxt, "float64", what=f"{mode} dx")
+    if ours.track_running_stats:
+        assert_close(ours.running_var, theirs.running_var, "float64", "reduction",
+                     "running_var")
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_float16_input_gives_float16_output(mode, rng):
+    x = (3 * rng.standard_normal((16, 3)) + 1).astype(np.float16)
+    layer = bn_lib.BatchNorm(3).train(mode == "train")
+    y = layer.forward(x)
+    theirs = torch.nn.BatchNorm1d(3).train(mode == "train")
+    yt = theirs(torch.tensor(x, dtype=torch.float32))
     assert y.dtype == np.float16
-    np.testing.assert_allclose(y.astype(np.float32), yt.numpy(), atol=5e-3)
+    np.testing.assert_allclose(y.astype(np.float32), to_numpy(yt), atol=5e-3)
+    assert layer.backward(np.ones_like(x)).dtype == np.float16
