@@ -28,8 +28,10 @@ from IPython.display import Markdown, display
 
 __all__ = [
     "best_time",
+    "draw_channel_cubes",
     "draw_computational_graph",
     "moving_average",
+    "plot_mean_and_range",
     "rounded",
     "show_table",
     "torch_twin",
@@ -67,16 +69,25 @@ def moving_average(values, width):
     return np.convolve(values, np.ones(width) / width, mode="valid")
 
 
+def plot_mean_and_range(ax, x, runs, color, label):
+    """Plot the mean of several runs as a line and their min-max range as a band.
+
+    ``runs`` has shape (number of runs, len(x)): one row per seed, as in chapter 06."""
+    runs = np.array(runs)
+    ax.plot(x, runs.mean(axis=0), color=color, label=label)
+    ax.fill_between(x, runs.min(axis=0), runs.max(axis=0), color=color, alpha=0.25)
+
+
 def show_table(header, rows):
     """Display a Markdown table: ``header`` is a list of column titles, ``rows`` a list of
     lists of cells (strings, already formatted)."""
-    lines = [_table_row(header), _table_row(["---"] * len(header))]
+    lines = [_table_row(header), "|" + "|".join(["---"] * len(header)) + "|"]
     lines += [_table_row(row) for row in rows]
     display(Markdown("\n".join(lines)))
 
 
 def _table_row(cells):
-    return "| " + " | ".join(cells) + " |"
+    return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
 
 
 def torch_twin(model):
@@ -90,10 +101,11 @@ def torch_twin(model):
     import torch
 
     import bn_lib
+    from bn_lib.testing import to_torch
 
     def copy_into(tensor, array):
         with torch.no_grad():
-            tensor.copy_(torch.from_numpy(np.asarray(array, dtype=np.float64)))
+            tensor.copy_(to_torch(np.asarray(array, dtype=np.float64)))
 
     f64 = {"dtype": torch.float64}
     activations = {bn_lib.ReLU: torch.nn.ReLU, bn_lib.Sigmoid: torch.nn.Sigmoid,
@@ -202,3 +214,74 @@ def draw_computational_graph():
     ax.set_title("Batch Normalization (one feature) as a staged graph: forward in black; "
                  "the backward of each node in red, run from step 9 down to step 1", fontsize=10)
     return fig, ax
+
+
+# Chapter 05's redrawing of Figure 2 of Wu and He (2018): the (N, C, H*W) tensor as a block.
+def _block_point(c, s, n):
+    """Page coordinates of channel c, position s, example n: C to the right, H*W up and
+    N into the page (an oblique projection)."""
+    return (c + 0.45 * n, s + 0.35 * n)
+
+
+def _block_quad(corners):
+    return [_block_point(*p) for p in corners]
+
+
+def _block_faces(n_examples, n_channels, n_positions):
+    """The unit squares of the block's three visible faces: front, top and right."""
+    front = [_block_quad([(c, s, 0), (c + 1, s, 0), (c + 1, s + 1, 0), (c, s + 1, 0)])
+             for c in range(n_channels) for s in range(n_positions)]
+    top = [_block_quad([(c, n_positions, n), (c + 1, n_positions, n),
+                        (c + 1, n_positions, n + 1), (c, n_positions, n + 1)])
+           for c in range(n_channels) for n in range(n_examples)]
+    right = [_block_quad([(n_channels, s, n), (n_channels, s, n + 1),
+                          (n_channels, s + 1, n + 1), (n_channels, s + 1, n)])
+             for n in range(n_examples) for s in range(n_positions)]
+    return front, top, right
+
+
+def draw_channel_cubes(n_examples=6, n_channels=6, n_positions=6, groups=3):
+    """Draw chapter 05's figure of the four normalizations (`eq-05-sets`): the (N, C, H*W)
+    tensor as a block, once each for Batch, Layer, Instance and Group Norm, with the values
+    that share one mean and variance shaded. Returns ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    NB, CB, SB = n_examples, n_channels, n_positions
+    shared = {  # (first channel, last channel + 1, first example, last example + 1)
+        "Batch Norm": (0, 1, 0, NB),
+        "Layer Norm": (0, CB, 0, 1),
+        "Instance Norm": (0, 1, 0, 1),
+        "Group Norm": (0, CB // groups, 0, 1),
+    }
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
+    for ax, (name, (c0, c1, n0, n1)) in zip(axes, shared.items()):
+        for polys, gray in zip(_block_faces(NB, CB, SB), ("0.93", "0.85", "0.77")):
+            ax.add_collection(PolyCollection(polys, facecolors=gray, edgecolors="0.3",
+                                             linewidths=0.5))
+        shaded = [_block_quad([(c0, SB, n0), (c1, SB, n0), (c1, SB, n1), (c0, SB, n1)])]
+        if n0 == 0:  # the set reaches the front face
+            shaded.append(_block_quad([(c0, 0, 0), (c1, 0, 0), (c1, SB, 0), (c0, SB, 0)]))
+        if c1 == CB:  # the set reaches the right face
+            shaded.append(_block_quad([(CB, 0, n0), (CB, 0, n1), (CB, SB, n1), (CB, SB, n0)]))
+        ax.add_collection(PolyCollection(shaded, facecolors="tab:blue", alpha=0.75,
+                                         edgecolors="0.2", linewidths=0.5))
+        arrow = {"arrowstyle": "->"}
+        ax.annotate("", xy=_block_point(CB, -0.6, 0), xytext=_block_point(0, -0.6, 0),
+                    arrowprops=arrow)
+        ax.annotate("", xy=_block_point(-0.6, SB, 0), xytext=_block_point(-0.6, 0, 0),
+                    arrowprops=arrow)
+        ax.annotate("", xy=_block_point(CB + 0.5, -0.3, NB),
+                    xytext=_block_point(CB + 0.5, -0.3, 0), arrowprops=arrow)
+        ax.text(*_block_point(CB / 2, -1.3, 0), "C (channels)", ha="center", va="center")
+        ax.text(*_block_point(-1.2, SB / 2, 0), "H, W", ha="center", va="center", rotation=90)
+        ax.text(*_block_point(CB + 1.0, -0.6, NB / 2), "N", ha="left", va="center")
+        ax.set_title(name)
+        ax.set_xlim(-1.8, CB + 0.45 * NB + 1.2)
+        ax.set_ylim(-1.8, SB + 0.35 * NB + 0.5)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.suptitle("Shaded: the values that share one mean and variance "
+                 f"(Group Norm: {groups} groups)")
+    fig.tight_layout()
+    return fig, axes
