@@ -15,7 +15,8 @@ def _rng(rng):
 
 
 class Linear(Module):
-    """y = x @ W.T + b, with W of shape (out_features, in_features) as in PyTorch.
+    """y = x @ W.T + b: (N, in_features) -> (N, out_features), with W of shape
+    (out_features, in_features) and b of shape (out_features,), as in PyTorch.
 
     ``init_scale=None`` draws W with He (Kaiming) scaling sqrt(2 / in_features); a number
     gives W ~ init_scale * N(0, 1), the knob of the initialization sweeps in chapter 06.
@@ -62,7 +63,9 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-D convolution (cross-correlation, as in PyTorch) on (N, C, H, W) input.
+    """2-D convolution (cross-correlation, as in PyTorch): (N, C, H, W) ->
+    (N, O, H_out, W_out) with H_out = (H + 2 * padding - k) // stride + 1, W of shape
+    (O, C, k, k) and b of shape (O,).
 
     The forward pass views the padded input as sliding windows (no copy) and contracts
     them with the kernel in one ``tensordot``; the backward pass scatters the gradient

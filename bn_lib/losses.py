@@ -14,8 +14,9 @@ def softmax(logits):
 def softmax_cross_entropy(logits, labels):
     """Mean cross-entropy of integer ``labels`` under ``softmax(logits)``.
 
-    Returns ``(loss, dlogits)``; ``dlogits = (softmax(logits) - one_hot(labels)) / N`` is
-    the gradient of the mean loss.
+    Inputs: ``logits`` of shape (N, K), ``labels`` of shape (N,) with values in 0..K-1.
+    Returns ``(loss, dlogits)``: a float and an (N, K) array,
+    ``dlogits = (softmax(logits) - one_hot(labels)) / N``, the gradient of the mean loss.
     """
     logits = np.asarray(logits)
     labels = np.asarray(labels)
