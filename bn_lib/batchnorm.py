@@ -83,15 +83,16 @@ class BatchNorm(Module):
         if self.training or not self.track_running_stats:
             y, self.cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
             if self.training and self.track_running_stats:
-                self._update_running_stats(m=x.size // self.num_features)
+                self.update_running_stats(m=x.size // self.num_features)
             return y
         y, self.cache = batch_norm_inference(x, self.running_mean, self.running_var,
                                              self.gamma, self.beta, self.eps)
         return y
 
-    def _update_running_stats(self, m):
-        """`eq-04-ema` with the unbiased batch variance; weight 1/k for the k-th batch
-        when momentum is None (`eq-04-cumulative`)."""
+    def update_running_stats(self, m):
+        """`eq-04-ema` with the unbiased batch variance of the last forward pass (``m``
+        values per channel); weight 1/k for the k-th batch when momentum is None
+        (`eq-04-cumulative`). Chapter 07 overrides it to plant a known bug."""
         self.num_batches_tracked += 1
         if self.momentum is None:
             weight = 1.0 / self.num_batches_tracked

@@ -81,7 +81,10 @@ class GroupNorm(Module):
     """Split the C channels into ``num_groups`` groups and normalize each example's
     group over its channels and positions; gamma and beta are per channel, like
     ``torch.nn.GroupNorm``. ``num_groups=C`` is InstanceNorm, ``num_groups=1`` a
-    LayerNorm over (C, H, W). Input (N, C, ...) -> output of the same shape."""
+    LayerNorm over (C, H, W). Input (N, C, ...) -> output of the same shape.
+
+    Unlike ``torch.nn.GroupNorm``, which returns beta when a group holds a single value,
+    it raises: normalizing one value discards it, a silent wrong number in a network."""
 
     param_names = ("gamma", "beta")
 

@@ -83,3 +83,9 @@ def test_bad_constructor_arguments(kwargs, match):
 def test_bad_arguments_elsewhere(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_groupnorm_with_one_value_per_group():
+    # torch.nn.GroupNorm returns beta here; bn_lib refuses to normalize a single value
+    with pytest.raises(ValueError, match="more than 1 value"):
+        bn_lib.GroupNorm(4, 4).forward(np.ones((2, 4)))
