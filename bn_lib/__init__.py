@@ -1,12 +1,20 @@
 """bn_lib: Batch Normalization from scratch in NumPy, verified against PyTorch.
 
 The book (chapters/) explains every piece; each docstring names its chapter and equation.
-Only NumPy is imported here: PyTorch is needed by ``bn_lib.testing`` alone (the oracle,
-imported by name).
+Only NumPy is imported here: PyTorch is needed by ``bn_lib.testing`` (the oracle) and
+``bn_lib.torch_distributed`` (the transport of chapter 10) alone, both imported by name.
 """
 
 from .batchnorm import BatchNorm
 from .data import Split, batches, load_digits_split
+from .distributed import (
+    SyncBatchNorm,
+    ThreadWorld,
+    global_moments,
+    merge_moments,
+    sync_batch_norm_backward,
+    sync_batch_norm_forward,
+)
 from .fold import fold_batchnorm, fold_sequential
 from .functional import (
     BatchNormCache,
@@ -41,5 +49,6 @@ __all__ = [
     "softmax", "softmax_cross_entropy", "accuracy", "SGD", "RMSProp", "Adam",
     "numerical_gradient", "relative_error", "check_module_gradients", "Split",
     "load_digits_split", "batches", "fit", "evaluate", "train_step", "mlp",
-    "fold_batchnorm", "fold_sequential",
+    "fold_batchnorm", "fold_sequential", "SyncBatchNorm", "ThreadWorld", "global_moments",
+    "merge_moments", "sync_batch_norm_forward", "sync_batch_norm_backward",
 ]

@@ -89,7 +89,8 @@ def channel_dot(a, b):
 
 def _as_rows(a):
     """View (N, C, ...) as (N, C, L), L = product of the trailing axes (1 for 2-D)."""
-    return a.reshape(a.shape[0], a.shape[1], -1)
+    # the trailing size spelled out: -1 cannot be inferred when the batch is empty
+    return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
 
 
 def _working_dtype(dtype):
@@ -206,13 +207,22 @@ def batch_norm_backward(dy, cache):
     dbeta = channel_sum(dy)  # eq-03-dbeta
     dgamma = channel_dot(dy, centred) * inv_std  # eq-03-dgamma: sum(dy * x_hat)
     if cache.training:
-        # eq-03-dx as gamma * inv_std * (dy - dbeta / m - x_hat * dgamma / m), with
-        # x_hat = centred * inv_std folded into the per-channel factor of the last term
-        dx = centred * per_channel(inv_std * dgamma / m, dy)
-        dx += per_channel(dbeta / m, dy)
-        np.subtract(dy, dx, out=dx)
+        dx = _input_gradient(dy, cache, dbeta, dgamma, m)
     else:
-        dx = dy.copy()
-    dx *= per_channel(cache.gamma * inv_std, dy)
+        dx = dy * per_channel(cache.gamma * inv_std, dy)
     return (dx.astype(cache.dtype, copy=False), dgamma.astype(cache.dtype),
             dbeta.astype(cache.dtype))
+
+
+def _input_gradient(dy, cache, sum_dy, sum_dy_x_hat, m):
+    """Training-mode dx of `eq-03-dx` from the per-channel sums of dy and dy * x_hat over
+    the m values of each channel, in the working dtype. Shared with the synchronized
+    backward pass (chapter 10, `eq-10-dx`), whose sums and m are those of the global batch."""
+    centred, inv_std = cache.centred, cache.inv_std
+    # eq-03-dx as gamma * inv_std * (dy - sum_dy / m - x_hat * sum_dy_x_hat / m), with
+    # x_hat = centred * inv_std folded into the per-channel factor of the last term
+    dx = centred * per_channel(inv_std * sum_dy_x_hat / m, dy)
+    dx += per_channel(sum_dy / m, dy)
+    np.subtract(dy, dx, out=dx)
+    dx *= per_channel(cache.gamma * inv_std, dy)
+    return dx

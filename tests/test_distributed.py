@@ -1,0 +1,356 @@
+"""Synchronized Batch Normalization (bn_lib.distributed, chapter 10).
+
+The specification: W processes running ``SyncBatchNorm`` on their slices of a global batch,
+with ``torch.distributed`` (gloo) moving the statistics, compute what ``torch.nn.BatchNorm``
+computes on the concatenated batch: y and dx slice by slice, dgamma and dbeta as the sum of
+the processes' contributions, the same running statistics on every process, and eval mode.
+One launch of 2 processes runs the whole matrix (equal, unequal and empty slices; (N, C)
+and (N, C, H, W); 3 steps with momentum 0.1 and None; float64 at 1e-10), the known mistakes
+(each must be caught), float32 with a large mean, and a probe of ``torch.nn.SyncBatchNorm``
+on the CPU. The NumPy-only parts (a world of one, threads, Chan's merge, bad input) are
+tested without torch.distributed.
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import to_numpy, to_torch
+
+import bn_lib
+from bn_lib import ThreadWorld, merge_moments, sync_batch_norm_forward
+
+# every test that reads the launch runs on the same xdist worker, so the launch runs once
+pytestmark = pytest.mark.xdist_group("gloo")
+
+LAUNCH_TIMEOUT_S = 120  # the launch takes a few seconds; the timeout only stops a hang
+TOL64 = 1e-10
+STEPS = 3
+# rows of the global batch held by rank 0 and rank 1
+SPLITS = {"equal": (5, 5), "unequal": (2, 7), "empty": (0, 9)}
+FEATURE_SHAPES = {"(N, C)": (3,), "(N, C, H, W)": (3, 4, 5)}
+MOMENTA = {"momentum 0.1": 0.1, "momentum None": None}
+CASES = [(split, shape, momentum) for split in SPLITS for shape in FEATURE_SHAPES
+         for momentum in MOMENTA]
+# float32 with a large mean: the bound on the relative error of the global variance
+# (the two-round form centres on the global mean before squaring, chapter 10)
+FLOAT32_MEAN, FLOAT32_VAR_BOUND = 1e4, 1e-5
+
+
+def make_case(split, shape, momentum, seed):
+    """Global inputs of one case: STEPS training batches, their dy, and an eval batch."""
+    rng = np.random.default_rng(seed)
+    n, features = sum(SPLITS[split]), FEATURE_SHAPES[shape]
+    c = features[0]
+    return {
+        "split": SPLITS[split], "momentum": MOMENTA[momentum],
+        "gamma": rng.uniform(0.5, 2.0, c), "beta": rng.standard_normal(c),
+        "xs": [5 * rng.standard_normal((n, *features)) + 12 for _ in range(STEPS)],
+        "dys": [rng.standard_normal((n, *features)) for _ in range(STEPS)],
+        "x_eval": 5 * rng.standard_normal((n, *features)) + 12,
+    }
+
+
+def _slice(a, split, rank):
+    start = sum(split[:rank])
+    return a[start:start + split[rank]]
+
+
+def run_sync_case(rank, case, allreduce_sum):
+    """One process's side of a case: SyncBatchNorm on its slices, every output kept."""
+    from bn_lib import SyncBatchNorm
+
+    split = case["split"]
+    layer = SyncBatchNorm(len(case["gamma"]), momentum=case["momentum"],
+                          allreduce_sum=allreduce_sum)
+    layer.gamma[...], layer.beta[...] = case["gamma"], case["beta"]
+    out = {"y": [], "dx": [], "dgamma": [], "dbeta": []}
+    for x, dy in zip(case["xs"], case["dys"]):
+        out["y"].append(layer.forward(_slice(x, split, rank)))
+        out["dx"].append(layer.backward(_slice(dy, split, rank)))
+        out["dgamma"].append(layer.dgamma.copy())
+        out["dbeta"].append(layer.dbeta.copy())
+    out["running_mean"], out["running_var"] = layer.running_mean, layer.running_var
+    out["num_batches_tracked"] = layer.num_batches_tracked
+    layer.eval()
+    out["y_eval"] = layer.forward(_slice(case["x_eval"], split, rank))
+    return out
+
+
+def run_mistakes(rank, world_size, case, allreduce_sum):
+    """The known mistakes, each on the unequal (N, C) case's first step."""
+    from bn_lib import SyncBatchNorm, batch_norm_backward
+
+    split, x, dy = case["split"], case["xs"][0], case["dys"][0]
+    x_r, dy_r = _slice(x, split, rank), _slice(dy, split, rank)
+    gamma, beta = case["gamma"], case["beta"]
+    out = {}
+
+    no_sync = SyncBatchNorm(len(gamma))  # a world of one: plain BN on each process
+    no_sync.gamma[...], no_sync.beta[...] = gamma, beta
+    out["no sync: y"] = no_sync.forward(x_r)
+
+    y, cache = sync_batch_norm_forward(x_r, gamma, beta, allreduce_sum)
+    out["synced forward, local backward: dx"] = batch_norm_backward(dy_r, cache)[0]
+
+    # average the per-process means with equal weights instead of weighting by m_r
+    mean = allreduce_sum(x_r.mean(axis=0)) / world_size
+    count = allreduce_sum(np.array([float(len(x_r))]))[0]
+    var = allreduce_sum(((x_r - mean) ** 2).sum(axis=0)) / count
+    out["equal-weight means: y"] = gamma * (x_r - mean) / np.sqrt(var + 1e-5) + beta
+
+    # Bessel's correction with the local count m_r instead of the global M (momentum 0.1)
+    m_r = len(x_r)
+    out["Bessel with the local count: running_var"] = 0.9 + 0.1 * cache.var * m_r / (m_r - 1)
+    return out
+
+
+def run_float32(rank, case, allreduce_sum):
+    from bn_lib import SyncBatchNorm
+
+    split = case["split"]
+    layer = SyncBatchNorm(len(case["gamma"]), allreduce_sum=allreduce_sum)
+    y = layer.forward(_slice(case["x"], split, rank))
+    return {"y": y, "var": layer.cache.var, "running_var": layer.running_var.copy()}
+
+
+def probe_torch_sync_batchnorm():
+    """What torch.nn.SyncBatchNorm does with CPU tensors in a real process group."""
+    layer = torch.nn.SyncBatchNorm(3).train()
+    try:
+        layer(torch.randn(4, 3))
+    except Exception as error:  # the refusal is the expected outcome, recorded as text
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def worker(rank, world_size, cases, mistake_case, float32_case):
+    from bn_lib import torch_distributed
+
+    allreduce = torch_distributed.allreduce_sum
+    return {
+        "cases": {key: run_sync_case(rank, case, allreduce) for key, case in cases.items()},
+        "mistakes": run_mistakes(rank, world_size, mistake_case, allreduce),
+        "float32": run_float32(rank, float32_case, allreduce),
+        "torch SyncBatchNorm on CPU": probe_torch_sync_batchnorm(),
+        "backend": torch.distributed.get_backend(),
+    }
+
+
+def float32_case():
+    rng = np.random.default_rng(1)
+    x = (FLOAT32_MEAN + rng.standard_normal((64, 4))).astype(np.float32)
+    return {"split": (23, 41), "gamma": np.ones(4), "x": x}
+
+
+@pytest.fixture(scope="module")
+def launched():
+    from bn_lib import torch_distributed
+
+    cases = {key: make_case(*key, seed=i) for i, key in enumerate(CASES)}
+    mistake_case = make_case("unequal", "(N, C)", "momentum 0.1", seed=100)
+    results = torch_distributed.launch(worker, 2, cases, mistake_case, float32_case(),
+                                       backend="gloo", timeout_s=LAUNCH_TIMEOUT_S)
+    return {"cases": cases, "mistake_case": mistake_case, "results": results}
+
+
+def torch_reference(case):
+    """torch.nn.BatchNorm on the concatenated global batch: the oracle."""
+    c, ndim = len(case["gamma"]), case["xs"][0].ndim
+    cls = torch.nn.BatchNorm2d if ndim == 4 else torch.nn.BatchNorm1d
+    layer = cls(c, momentum=case["momentum"]).double()
+    with torch.no_grad():
+        layer.weight.copy_(to_torch(case["gamma"]))
+        layer.bias.copy_(to_torch(case["beta"]))
+    ref = {"y": [], "dx": [], "dgamma": [], "dbeta": []}
+    for x, dy in zip(case["xs"], case["dys"]):
+        xt = to_torch(x, requires_grad=True)
+        layer.weight.grad = layer.bias.grad = None
+        y = layer(xt)
+        y.backward(to_torch(dy))
+        ref["y"].append(to_numpy(y))
+        ref["dx"].append(to_numpy(xt.grad))
+        ref["dgamma"].append(to_numpy(layer.weight.grad))
+        ref["dbeta"].append(to_numpy(layer.bias.grad))
+    ref["running_mean"] = to_numpy(layer.running_mean)
+    ref["running_var"] = to_numpy(layer.running_var)
+    layer.eval()
+    with torch.no_grad():
+        ref["y_eval"] = to_numpy(layer(to_torch(case["x_eval"])))
+    return ref
+
+
+def gathered(outs, key, step=None):
+    """Rank outputs put back together: slices concatenated, gradient contributions summed."""
+    parts = [o[key] if step is None else o[key][step] for o in outs]
+    if key in ("dgamma", "dbeta"):
+        return np.sum(parts, axis=0)
+    return np.concatenate(parts)
+
+
+def scaled_error(ours, theirs):
+    """Largest absolute error over max(1, largest |value|), as in chapter 07."""
+    theirs = np.asarray(theirs)
+    return float(np.max(np.abs(ours - theirs)) / max(1.0, np.max(np.abs(theirs))))
+
+
+@pytest.mark.parametrize("case_key", CASES, ids=[" ".join(k) for k in CASES])
+def test_sync_batchnorm_matches_torch_on_the_global_batch(launched, case_key):
+    case = launched["cases"][case_key]
+    outs = [r["cases"][case_key] for r in launched["results"]]
+    ref = torch_reference(case)
+    for step in range(STEPS):
+        for key in ("y", "dx", "dgamma", "dbeta"):
+            err = scaled_error(gathered(outs, key, step), ref[key][step])
+            assert err < TOL64, f"step {step} {key}: error {err:.2e}"
+    for key in ("running_mean", "running_var"):
+        for rank, out in enumerate(outs):  # every process keeps the same statistics
+            err = scaled_error(out[key], ref[key])
+            assert err < TOL64, f"rank {rank} {key}: error {err:.2e}"
+    assert [o["num_batches_tracked"] for o in outs] == [STEPS, STEPS]
+    err = scaled_error(gathered(outs, "y_eval"), ref["y_eval"])
+    assert err < TOL64, f"eval y: error {err:.2e}"
+    # the outputs keep each process's own shape, including an empty slice
+    assert [o["y"][0].shape[0] for o in outs] == list(case["split"])
+
+
+MISTAKES = ["no sync: y", "synced forward, local backward: dx", "equal-weight means: y",
+            "Bessel with the local count: running_var"]
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_each_known_mistake_is_caught(launched, mistake):
+    case = launched["mistake_case"]
+    ref = torch_reference({**case, "xs": case["xs"][:1], "dys": case["dys"][:1]})
+    key = mistake.split(": ")[1]
+    theirs = ref[key][0] if key in ("y", "dx") else ref[key]
+    outs = [r["mistakes"][mistake] for r in launched["results"]]
+    ours = outs[0] if key == "running_var" else np.concatenate(outs)
+    assert scaled_error(ours, theirs) > 1e-3  # ten million times the float64 tolerance
+
+
+def test_float32_with_a_large_mean_keeps_the_variance(launched):
+    case = float32_case()
+    outs = [r["float32"] for r in launched["results"]]
+    x64 = case["x"].astype(np.float64)
+    var64 = x64.var(axis=0)
+    var_err = np.abs(outs[0]["var"] - var64) / var64
+    assert var_err.max() < FLOAT32_VAR_BOUND, var_err
+    y = gathered(outs, "y")
+    assert y.dtype == np.float32
+    # y inherits the float32 rounding of the mean it subtracts: half a unit in the last
+    # place of 1e4 (about 5e-4) over a standard deviation of about 1
+    y64 = (x64 - x64.mean(axis=0)) / np.sqrt(var64 + 1e-5)
+    half_ulp = np.spacing(np.float32(FLOAT32_MEAN)) / 2
+    assert np.abs(y - y64).max() < 2 * half_ulp / np.sqrt(var64.min())
+
+
+def test_torch_sync_batchnorm_still_refuses_cpu_tensors(launched):
+    # Chapter 10 builds its own synchronized BN because PyTorch's refuses the CPU. If this
+    # fails, PyTorch has changed: compare against torch.nn.SyncBatchNorm directly here
+    # and update chapter 10's text.
+    assert launched["results"][0]["backend"] == "gloo"
+    message = launched["results"][0]["torch SyncBatchNorm on CPU"]
+    assert message is not None, "torch.nn.SyncBatchNorm now runs on CPU tensors"
+    assert "GPU" in message, message
+
+
+def _fails_on_rank_1(rank, world_size):
+    from bn_lib import torch_distributed
+
+    if rank == 1:
+        raise ValueError("rank 1 gives up")
+    torch_distributed.allreduce_sum(np.ones(3))  # rank 1 never joins
+    return rank
+
+
+def test_a_failing_worker_fails_the_launch_with_its_traceback():
+    from bn_lib import torch_distributed
+
+    with pytest.raises(torch_distributed.WorkerError, match="rank 1 gives up") as info:
+        torch_distributed.launch(_fails_on_rank_1, 2, timeout_s=30)
+    assert "Traceback" in str(info.value) and "_fails_on_rank_1" in str(info.value)
+
+
+# --- NumPy only: no engine needed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (4, 3, 2, 2)])
+def test_a_world_of_one_equals_batchnorm(shape, rng):
+    plain, sync = bn_lib.BatchNorm(3), bn_lib.SyncBatchNorm(3)
+    for _ in range(2):
+        x, dy = 3 * rng.standard_normal(shape) + 1, rng.standard_normal(shape)
+        assert np.array_equal(plain.forward(x), sync.forward(x))
+        assert np.array_equal(plain.backward(dy), sync.backward(dy))
+    for name in ("dgamma", "dbeta", "running_mean", "running_var"):
+        assert np.array_equal(getattr(plain, name), getattr(sync, name)), name
+    plain.eval(), sync.eval()
+    assert np.array_equal(plain.forward(x), sync.forward(x))
+
+
+@pytest.mark.parametrize("sizes", [(3, 3, 3, 3), (1, 0, 6, 2)])
+def test_threads_match_batchnorm_on_the_global_batch(sizes, rng):
+    x = 4 * rng.standard_normal((sum(sizes), 3, 2, 3)) - 2
+    dy = rng.standard_normal(x.shape)
+    plain = bn_lib.BatchNorm(3, momentum=None)
+    y, dx = plain.forward(x), plain.backward(dy)
+    edges = np.cumsum((0,) + sizes)
+    parts = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+    def replica(rank, allreduce_sum, part):
+        layer = bn_lib.SyncBatchNorm(3, momentum=None, allreduce_sum=allreduce_sum)
+        return layer.forward(x[part]), layer.backward(dy[part]), layer
+
+    outs = ThreadWorld(len(sizes)).run(replica, parts)
+    np.testing.assert_allclose(np.concatenate([o[0] for o in outs]), y, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([o[1] for o in outs]), dx, atol=1e-12)
+    np.testing.assert_allclose(sum(o[2].dgamma for o in outs), plain.dgamma, atol=1e-12)
+    for _, _, layer in outs:
+        np.testing.assert_allclose(layer.running_var, plain.running_var, atol=1e-12)
+
+
+def test_a_global_batch_of_one_value_per_channel_is_refused_on_every_rank():
+    def replica(rank, allreduce_sum, x):
+        return sync_batch_norm_forward(x, np.ones(2), np.zeros(2), allreduce_sum)
+
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        ThreadWorld(3).run(replica, [np.ones((1, 2)), np.ones((0, 2)), np.ones((0, 2))])
+
+
+def test_a_collective_that_changes_the_shape_is_refused():
+    with pytest.raises(ValueError, match="allreduce_sum returned shape"):
+        sync_batch_norm_forward(np.ones((4, 2)), np.ones(2), np.zeros(2), lambda a: a[:1])
+
+
+def test_a_rank_that_never_joins_the_collective_times_out():
+    def replica(rank, allreduce_sum):
+        return allreduce_sum(np.ones(2)) if rank == 0 else None
+
+    with pytest.raises(Exception, match="rank 0"):
+        ThreadWorld(2, timeout_s=0.5).run(replica)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_merge_moments_equals_the_moments_of_the_union(dtype, rng):
+    sizes = [5, 0, 11, 2]
+    parts = [(rng.standard_normal((n, 3)) * 2 + 7).astype(dtype) for n in sizes]
+    means = np.array([p.mean(axis=0) if len(p) else np.zeros(3) for p in parts], dtype=dtype)
+    m2s = np.array([((p - p.mean(axis=0)) ** 2).sum(axis=0) if len(p) else np.zeros(3)
+                    for p in parts], dtype=dtype)
+    count, mean, m2 = merge_moments(sizes, means, m2s)
+    union = np.concatenate(parts).astype(np.float64)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert count == sum(sizes)
+    np.testing.assert_allclose(mean, union.mean(axis=0), rtol=tol)
+    np.testing.assert_allclose(m2, ((union - union.mean(axis=0)) ** 2).sum(axis=0), rtol=tol)
+
+
+def test_convert_sync_batchnorm_keeps_parameters_and_statistics(rng):
+    model = bn_lib.mlp([4, 6, 3], norm="batch")
+    model.forward(rng.standard_normal((8, 4)))  # running statistics move off their start
+    before = model[1]
+    converted = bn_lib.SyncBatchNorm.convert_sync_batchnorm(model, lambda a: a)
+    after = converted[1]
+    assert isinstance(after, bn_lib.SyncBatchNorm)
+    for name in ("gamma", "beta", "running_mean", "running_var"):
+        assert np.array_equal(getattr(before, name), getattr(after, name)), name
+    assert after.num_batches_tracked == 1
