@@ -40,7 +40,7 @@ lint: setup
 	$(BIN)/ruff check bn_lib tests benchmarks tools chapters
 
 unit: setup
-	$(SINGLE_THREAD) $(BIN)/python -m pytest tests -n 2 -q
+	$(SINGLE_THREAD) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -q
 
 nbval: setup
 	$(SINGLE_THREAD) $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \

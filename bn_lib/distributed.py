@@ -10,13 +10,14 @@ channel. The math is the book's; the transport is a function the caller supplies
 so the same code runs on threads (:class:`ThreadWorld`), on ``torch.distributed``
 (``bn_lib.torch_distributed``, imported by name) or on anything else that can add arrays.
 
-Forward, two all-reduces (chapter 10, eqs. (10.1)-(10.3)):
+Forward, two all-reduces (chapter 10, equations eq-10-mean and eq-10-var):
 
     round 1:  [sum_r sum(x_r), sum_r m_r]            C + 1 floats  -> mu, M
     round 2:  sum_r sum((x_r - mu)**2)               C floats      -> var
 
-Backward, one all-reduce of 2C floats (eq. (10.5)): sum(dy) and sum(dy * x_hat) over the
-global batch, which is all that eq. (3.9) of chapter 03 needs besides M.
+Backward, one all-reduce of 2C floats (eq-10-sums): sum(dy) and sum(dy * x_hat) over the
+global batch, which is all that chapter 03's compact formula (eq-03-dx) needs besides M
+(eq-10-dx).
 
 The second round costs one more latency than PyTorch's all-gather of per-process
 (mean, var, count), but it centres the data on the global mean before squaring, so it is as
@@ -86,8 +87,8 @@ def global_moments(x, allreduce_sum):
     - allreduce_sum: the collective (see the module docstring)
 
     Returns ``(mean, var, count, centred)``: float64 arrays of shape (C,), the global
-    number of values per channel M (an int), and x - mean in x's dtype. Eqs. (10.1)-(10.3)
-    of chapter 10: two rounds, so the squares are taken around the global mean.
+    number of values per channel M (an int), and x - mean in x's dtype. Chapter 10,
+    eq-10-mean and eq-10-var: two rounds, so the squares are taken around the global mean.
     """
     num_channels = x.shape[1]
     local_count = x.size // num_channels if num_channels else 0
@@ -98,9 +99,9 @@ def global_moments(x, allreduce_sum):
             "Expected more than 1 value per channel when training, got "
             f"{count} value(s) per channel over all processes (this one: input size {x.shape})"
         )
-    mean = totals[:-1] / count  # eq. (10.1)
+    mean = totals[:-1] / count  # eq-10-mean
     centred = np.subtract(x, mean.astype(x.dtype).reshape(_broadcast_shape(x)))
-    var = _reduce(allreduce_sum, channel_dot(centred, centred)) / count  # round 2, eq. (10.2)
+    var = _reduce(allreduce_sum, channel_dot(centred, centred)) / count  # round 2, eq-10-var
     return mean, var, count, centred
 
 
@@ -127,13 +128,13 @@ def sync_batch_norm_forward(x, gamma, beta, allreduce_sum, eps=1e-5):
     gamma = _check_channel_vector(gamma, "gamma", num_channels, np.float64).copy()
     beta = _check_channel_vector(beta, "beta", num_channels, np.float64)
     mean, var, count, centred = global_moments(x, allreduce_sum)
-    y, cache = _normalize_centred(centred, mean, var, gamma, beta, eps)  # eqs. (2.3), (2.4)
+    y, cache = _normalize_centred(centred, mean, var, gamma, beta, eps)  # chapter 02
     cache = SyncBatchNormCache(**vars(cache), count=count)
     return y, cache
 
 
 def sync_batch_norm_backward(dy, cache, allreduce_sum):
-    """Gradients of synchronized BN for this process's slice (chapter 10, eq. (10.5)).
+    """Gradients of synchronized BN for this process's slice (chapter 10, eq-10-dx).
 
     Inputs:
     - dy: shape (m_r, C, ...), the gradient of the loss with respect to this slice's y
@@ -156,16 +157,16 @@ def sync_batch_norm_backward(dy, cache, allreduce_sum):
     dtype = cache.centred.dtype
     dy = dy.astype(dtype, copy=False)
     num_channels = dy.shape[1]
-    dbeta = channel_sum(dy)  # eq. (3.3), this slice
-    dgamma = channel_dot(dy, cache.centred) * cache.inv_std  # eq. (3.4), this slice
-    sums = _reduce(allreduce_sum, np.concatenate([dbeta, dgamma]))  # eq. (10.4)
+    dbeta = channel_sum(dy)  # this slice's sum(dy)
+    dgamma = channel_dot(dy, cache.centred) * cache.inv_std  # this slice's sum(dy * x_hat)
+    sums = _reduce(allreduce_sum, np.concatenate([dbeta, dgamma]))  # eq-10-sums
     sum_dy, sum_dy_x_hat = sums[:num_channels], sums[num_channels:]
-    dx = _input_gradient(dy, cache, sum_dy, sum_dy_x_hat, cache.count)  # eq. (10.5)
+    dx = _input_gradient(dy, cache, sum_dy, sum_dy_x_hat, cache.count)  # eq-10-dx
     return dx, dgamma.astype(dtype), dbeta.astype(dtype)
 
 
 def merge_moments(counts, means, m2s):
-    """Chan's pairwise merge of per-process moments (chapter 10, eq. (10.6)).
+    """Chan's pairwise merge of per-process moments (chapter 10, eq-10-chan).
 
     Inputs: ``counts`` of shape (W,), ``means`` and ``m2s`` (sums of squared deviations
     from each process's own mean) of shape (W, C), one row per process, in any float dtype.
