@@ -35,14 +35,15 @@ import numpy as np
 from .batchnorm import BatchNorm
 from .functional import (
     BatchNormCache,
-    _broadcast_shape,
-    _check_channel_vector,
     _input_gradient,
-    _normalize_centred,
+    _normalize,
+    _working_dtype,
     batch_norm_backward,
     channel_dot,
     channel_sum,
+    check_channel_vector,
     check_input,
+    per_channel,
 )
 
 __all__ = [
@@ -87,7 +88,8 @@ def global_moments(x, allreduce_sum):
     - allreduce_sum: the collective (see the module docstring)
 
     Returns ``(mean, var, count, centred)``: float64 arrays of shape (C,), the global
-    number of values per channel M (an int), and x - mean in x's dtype. Chapter 10,
+    number of values per channel M (an int), and x - mean in the working dtype (x's, or
+    float32 for float16). Chapter 10,
     eq-10-mean and eq-10-var: two rounds, so the squares are taken around the global mean.
     """
     num_channels = x.shape[1]
@@ -100,7 +102,8 @@ def global_moments(x, allreduce_sum):
             f"{count} value(s) per channel over all processes (this one: input size {x.shape})"
         )
     mean = totals[:-1] / count  # eq-10-mean
-    centred = np.subtract(x, mean.astype(x.dtype).reshape(_broadcast_shape(x)))
+    xw = x.astype(_working_dtype(x.dtype), copy=False)
+    centred = xw - per_channel(mean, xw)
     var = _reduce(allreduce_sum, channel_dot(centred, centred)) / count  # round 2, eq-10-var
     return mean, var, count, centred
 
@@ -120,17 +123,13 @@ def sync_batch_norm_forward(x, gamma, beta, allreduce_sum, eps=1e-5):
     what :func:`bn_lib.batch_norm_forward` does.
     """
     x = check_input(x)
-    if x.dtype == np.float16:  # compute in float32, return float16, as batch_norm_forward
-        y, cache = sync_batch_norm_forward(x.astype(np.float32), gamma, beta, allreduce_sum,
-                                           eps)
-        return y.astype(np.float16), cache
     num_channels = x.shape[1]
-    gamma = _check_channel_vector(gamma, "gamma", num_channels, np.float64).copy()
-    beta = _check_channel_vector(beta, "beta", num_channels, np.float64)
+    gamma = check_channel_vector(gamma, "gamma", num_channels).copy()
+    beta = check_channel_vector(beta, "beta", num_channels)
     mean, var, count, centred = global_moments(x, allreduce_sum)
-    y, cache = _normalize_centred(centred, mean, var, gamma, beta, eps)  # chapter 02
-    cache = SyncBatchNormCache(**vars(cache), count=count)
-    return y, cache
+    # eq-02-normalize and eq-02-scale-shift with the global statistics
+    y, cache = _normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=True)
+    return y, SyncBatchNormCache(**vars(cache), count=count)
 
 
 def sync_batch_norm_backward(dy, cache, allreduce_sum):
@@ -154,15 +153,15 @@ def sync_batch_norm_backward(dy, cache, allreduce_sum):
         )
     if not cache.training:
         return batch_norm_backward(dy, cache)
-    dtype = cache.centred.dtype
-    dy = dy.astype(dtype, copy=False)
+    dy = dy.astype(cache.centred.dtype, copy=False)
     num_channels = dy.shape[1]
     dbeta = channel_sum(dy)  # this slice's sum(dy)
     dgamma = channel_dot(dy, cache.centred) * cache.inv_std  # this slice's sum(dy * x_hat)
     sums = _reduce(allreduce_sum, np.concatenate([dbeta, dgamma]))  # eq-10-sums
     sum_dy, sum_dy_x_hat = sums[:num_channels], sums[num_channels:]
     dx = _input_gradient(dy, cache, sum_dy, sum_dy_x_hat, cache.count)  # eq-10-dx
-    return dx, dgamma.astype(dtype), dbeta.astype(dtype)
+    return (dx.astype(cache.dtype, copy=False), dgamma.astype(cache.dtype),
+            dbeta.astype(cache.dtype))
 
 
 def merge_moments(counts, means, m2s):
@@ -195,30 +194,33 @@ class SyncBatchNorm(BatchNorm):
     ``allreduce_sum`` is the collective (None: a world of one, where the layer equals
     ``BatchNorm``). The running statistics are updated from the global mean and the
     global variance made unbiased with the global count, M / (M - 1), so every process
-    keeps the same running statistics; eval mode is BatchNorm's and communicates nothing.
-    ``backward`` leaves dgamma and dbeta as this process's contributions (see
-    :func:`sync_batch_norm_backward`).
+    keeps the same running statistics. Eval mode is BatchNorm's and communicates nothing
+    (as in ``torch.nn.SyncBatchNorm``, also with ``track_running_stats=False``, where each
+    process then normalizes with its own batch). ``backward`` leaves dgamma and dbeta as
+    this process's contributions (see :func:`sync_batch_norm_backward`).
     """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float64,
-                 allreduce_sum=None):
-        super().__init__(num_features, eps=eps, momentum=momentum, dtype=dtype)
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float64, allreduce_sum=None):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats, dtype=dtype)
         self.allreduce_sum = allreduce_sum or _world_of_one
 
     def __repr__(self):
-        return (f"SyncBatchNorm({self.num_features}, eps={self.eps}, "
-                f"momentum={self.momentum})")
+        return "Sync" + super().__repr__()
 
     @classmethod
     def convert_sync_batchnorm(cls, module, allreduce_sum):
         """Replace every BatchNorm in ``module`` (itself or inside Sequentials) by a
-        SyncBatchNorm with the same parameters and running statistics, as PyTorch's
-        ``SyncBatchNorm.convert_sync_batchnorm``. Returns the converted module."""
+        SyncBatchNorm with the same switches, parameters and running statistics, as
+        PyTorch's ``SyncBatchNorm.convert_sync_batchnorm``. Returns the converted module."""
         if isinstance(module, BatchNorm):
             sync = cls(module.num_features, eps=module.eps, momentum=module.momentum,
+                       affine=module.affine, track_running_stats=module.track_running_stats,
                        dtype=module.gamma.dtype, allreduce_sum=allreduce_sum)
             for name in ("gamma", "beta", "running_mean", "running_var"):
-                getattr(sync, name)[...] = getattr(module, name)
+                if getattr(module, name) is not None:
+                    getattr(sync, name)[...] = getattr(module, name)
             sync.num_batches_tracked = module.num_batches_tracked
             sync.train(module.training)
             return sync
@@ -228,19 +230,28 @@ class SyncBatchNorm(BatchNorm):
         return module
 
     def forward(self, x):
-        x = self._check_channels(x)
+        """(m_r, C, ...) -> (m_r, C, ...): global batch statistics in training mode."""
         if not self.training:
-            return self._forward_eval(x)
+            return super().forward(x)
+        x = check_input(x)
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"expected {self.num_features} channels on axis 1, got input of shape {x.shape}"
+            )
         y, self.cache = sync_batch_norm_forward(x, self.gamma, self.beta, self.allreduce_sum,
                                                 self.eps)
-        self._update_running_stats(self.cache, m=self.cache.count)  # Bessel with M
+        if self.track_running_stats:
+            self._update_running_stats(m=self.cache.count)  # Bessel with the global M
         return y
 
     def backward(self, dy):
         self._require_forward("cache")
+        if not isinstance(self.cache, SyncBatchNormCache):  # the forward ran in eval mode
+            return super().backward(dy)
         dx, dgamma, dbeta = sync_batch_norm_backward(dy, self.cache, self.allreduce_sum)
-        self.dgamma[...] = dgamma
-        self.dbeta[...] = dbeta
+        if self.affine:
+            self.dgamma[...] = dgamma
+            self.dbeta[...] = dbeta
         return dx
 
 

@@ -14,16 +14,16 @@ tested without torch.distributed.
 import numpy as np
 import pytest
 import torch
-from conftest import to_numpy, to_torch
 
 import bn_lib
 from bn_lib import ThreadWorld, merge_moments, sync_batch_norm_forward
+from bn_lib.testing import TOLERANCES, compare, to_numpy, to_torch
 
 # every test that reads the launch runs on the same xdist worker, so the launch runs once
 pytestmark = pytest.mark.xdist_group("gloo")
 
 LAUNCH_TIMEOUT_S = 120  # the launch takes a few seconds; the timeout only stops a hang
-TOL64 = 1e-10
+TOL64 = TOLERANCES["float64"]["elementwise"]  # 1e-10, as for every float64 check
 STEPS = 3
 # rows of the global batch held by rank 0 and rank 1
 SPLITS = {"equal": (5, 5), "unequal": (2, 7), "empty": (0, 9)}
@@ -188,9 +188,8 @@ def gathered(outs, key, step=None):
 
 
 def scaled_error(ours, theirs):
-    """Largest absolute error over max(1, largest |value|), as in chapter 07."""
-    theirs = np.asarray(theirs)
-    return float(np.max(np.abs(ours - theirs)) / max(1.0, np.max(np.abs(theirs))))
+    """bn_lib.testing's error: largest absolute error over max(1, largest |value|)."""
+    return compare("", ours, theirs, "float64")["scaled_err"]
 
 
 @pytest.mark.parametrize("case_key", CASES, ids=[" ".join(k) for k in CASES])
