@@ -11,6 +11,9 @@ on the CPU. The NumPy-only parts (a world of one, threads, Chan's merge, bad inp
 tested without torch.distributed.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -268,6 +271,31 @@ def test_a_failing_worker_fails_the_launch_with_its_traceback():
     with pytest.raises(torch_distributed.WorkerError, match="rank 1 gives up") as info:
         torch_distributed.launch(_fails_on_rank_1, 2, timeout_s=30)
     assert "Traceback" in str(info.value) and "_fails_on_rank_1" in str(info.value)
+
+
+def _rank_1_never_arrives(rank, world_size):
+    import time
+
+    from bn_lib import torch_distributed
+
+    if rank == 1:
+        time.sleep(600)  # alive, but never joins the collective
+    torch_distributed.allreduce_sum(np.ones(3))
+
+
+def test_a_collective_that_one_rank_never_joins_ends_in_a_timeout_not_a_hang():
+    from bn_lib import torch_distributed
+
+    with pytest.raises(torch_distributed.WorkerError):
+        torch_distributed.launch(_rank_1_never_arrives, 2, timeout_s=10)
+
+
+def test_importing_bn_lib_imports_neither_torch_nor_the_adapter():
+    code = ("import sys, bn_lib; "
+            "print('torch' in sys.modules, 'bn_lib.torch_distributed' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]
 
 
 # --- NumPy only: no engine needed ---------------------------------------------------------
