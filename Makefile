@@ -63,6 +63,7 @@ execute: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_batchnorm.py
+	$(BIN)/python benchmarks/bench_distributed.py
 
 # bn_lib against PyTorch on DEVICE, plus the bandwidth measurement; the report goes to
 # reports/verification_<device checked>.{json,md}. Without a GPU it checks the CPU and says so.
