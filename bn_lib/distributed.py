@@ -283,14 +283,22 @@ class ThreadWorld:
         barrier = threading.Barrier(self.world_size, timeout=self.timeout_s)
         slots = [None] * self.world_size
 
+        def wait(rank):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                raise TimeoutError(
+                    f"rank {rank} of {self}: a collective was not joined by every rank "
+                    f"within {self.timeout_s} s (or another rank failed)") from None
+
         def make_allreduce(rank):
             def allreduce_sum(a):
                 slots[rank] = np.asarray(a)
-                barrier.wait()  # every rank has written
+                wait(rank)  # every rank has written
                 total = slots[0].copy()
                 for other in slots[1:]:
                     total += other
-                barrier.wait()  # every rank has read: the slots may be reused
+                wait(rank)  # every rank has read: the slots may be reused
                 return total
             return allreduce_sum
 
@@ -309,9 +317,9 @@ class ThreadWorld:
             thread.start()
         for thread in threads:
             thread.join()
-        # the first real error, not the BrokenBarrierError it caused on the other ranks
+        # the first real error, not the TimeoutError it caused on the ranks left waiting
         for rank, error in sorted(enumerate(errors),
-                                  key=lambda e: isinstance(e[1], threading.BrokenBarrierError)):
+                                  key=lambda e: isinstance(e[1], TimeoutError)):
             if error is not None:
                 error.add_note(f"(raised on rank {rank} of {self})")
                 raise error

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["WorkerError", "launch", "allreduce_sum", "all_gather", "default_backend"]
+__all__ = ["WorkerError", "launch", "allreduce_sum", "all_gather"]
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -39,12 +39,6 @@ def _torch():
     import torch.distributed as dist
 
     return torch, dist
-
-
-def default_backend():
-    """"nccl" when CUDA and NCCL are available, else "gloo" (the CPU)."""
-    torch, dist = _torch()
-    return "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
 
 
 def _device(group=None):

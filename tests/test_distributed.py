@@ -6,9 +6,11 @@ computes on the concatenated batch: y and dx slice by slice, dgamma and dbeta as
 the processes' contributions, the same running statistics on every process, and eval mode.
 One launch of 2 processes runs the whole matrix (equal, unequal and empty slices; (N, C)
 and (N, C, H, W); 3 steps with momentum 0.1 and None; float64 at 1e-10), the known mistakes
-(each must be caught), float32 with a large mean, and a probe of ``torch.nn.SyncBatchNorm``
-on the CPU. The NumPy-only parts (a world of one, threads, Chan's merge, bad input) are
-tested without torch.distributed.
+(each must be caught), float32 with a large mean, PyTorch's form of the forward statistics
+(an all-gather and Chan's merge) against bn_lib's two rounds, and a probe of
+``torch.nn.SyncBatchNorm`` on the CPU. Two more launches check that a failing or missing
+rank ends a launch with an error instead of a hang. The NumPy-only parts (a world of one,
+threads, Chan's merge, bad input) are tested without torch.distributed.
 """
 
 import subprocess
@@ -116,6 +118,20 @@ def run_float32(rank, case, allreduce_sum):
     return {"y": y, "var": layer.cache.var, "running_var": layer.running_var.copy()}
 
 
+def run_chan_merge(rank, case):
+    """PyTorch's form on real processes: all-gather (count, mean, M2), Chan's merge."""
+    from bn_lib import global_moments, torch_distributed
+
+    x_r = _slice(case["xs"][0], case["split"], rank)
+    mean_r = x_r.mean(axis=0) if len(x_r) else np.zeros(x_r.shape[1])
+    row = np.concatenate([[len(x_r)], mean_r, ((x_r - mean_r) ** 2).sum(axis=0)])
+    table = torch_distributed.all_gather(row)  # (W, 2C + 1)
+    c = x_r.shape[1]
+    count, mean, m2 = merge_moments(table[:, 0], table[:, 1:1 + c], table[:, 1 + c:])
+    mean_ref, var_ref, count_ref, _ = global_moments(x_r, torch_distributed.allreduce_sum)
+    return {"count": (count, count_ref), "mean": (mean, mean_ref), "var": (m2 / count, var_ref)}
+
+
 def probe_torch_sync_batchnorm():
     """What torch.nn.SyncBatchNorm does with CPU tensors in a real process group."""
     layer = torch.nn.SyncBatchNorm(3).train()
@@ -134,6 +150,7 @@ def worker(rank, world_size, cases, mistake_case, float32_case):
         "cases": {key: run_sync_case(rank, case, allreduce) for key, case in cases.items()},
         "mistakes": run_mistakes(rank, world_size, mistake_case, allreduce),
         "float32": run_float32(rank, float32_case, allreduce),
+        "chan": run_chan_merge(rank, mistake_case),
         "torch SyncBatchNorm on CPU": probe_torch_sync_batchnorm(),
         "backend": torch.distributed.get_backend(),
     }
@@ -246,6 +263,12 @@ def test_float32_with_a_large_mean_keeps_the_variance(launched):
     assert np.abs(y - y64).max() < 2 * half_ulp / np.sqrt(var64.min())
 
 
+def test_all_gather_and_chans_merge_agree_with_the_two_rounds(launched):
+    for rank, result in enumerate(launched["results"]):
+        for key, (merged, two_rounds) in result["chan"].items():
+            np.testing.assert_allclose(merged, two_rounds, rtol=1e-12, err_msg=f"rank {rank} {key}")
+
+
 def test_torch_sync_batchnorm_still_refuses_cpu_tensors(launched):
     # Chapter 10 builds its own synchronized BN because PyTorch's refuses the CPU. If this
     # fails, PyTorch has changed: compare against torch.nn.SyncBatchNorm directly here
@@ -352,7 +375,7 @@ def test_a_rank_that_never_joins_the_collective_times_out():
     def replica(rank, allreduce_sum):
         return allreduce_sum(np.ones(2)) if rank == 0 else None
 
-    with pytest.raises(Exception, match="rank 0"):
+    with pytest.raises(TimeoutError, match="not joined by every rank"):
         ThreadWorld(2, timeout_s=0.5).run(replica)
 
 
