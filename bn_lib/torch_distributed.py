@@ -128,6 +128,7 @@ def launch(fn, world_size, *args, backend="gloo", timeout_s=DEFAULT_TIMEOUT_S):
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    env = _worker_environment()
     folder = Path(tempfile.mkdtemp(prefix="bn_lib_launch_"))
     (folder / "payload.pkl").write_bytes(
         pickle.dumps((list(sys.path), cloudpickle.dumps((fn, args)))))
@@ -139,7 +140,7 @@ def launch(fn, world_size, *args, backend="gloo", timeout_s=DEFAULT_TIMEOUT_S):
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "bn_lib.torch_distributed", str(folder), str(rank),
                  str(world_size), backend, str(timeout_s)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env))
         return _collect(processes, folder, timeout_s)
     finally:
         for process in processes:
@@ -149,6 +150,22 @@ def launch(fn, world_size, *args, backend="gloo", timeout_s=DEFAULT_TIMEOUT_S):
         for log in logs:
             log.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _worker_environment():
+    """The caller's environment, plus what every worker should have unless told otherwise:
+    one BLAS/OpenMP thread per process (W processes share the cores), and gloo on the
+    loopback interface (all ranks run on this machine)."""
+    import os
+    import socket
+
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
+    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+    if loopback:
+        env.setdefault("GLOO_SOCKET_IFNAME", loopback[0])
+    return env
 
 
 def _collect(processes, folder, timeout_s):
