@@ -19,10 +19,11 @@ Backward, one all-reduce of 2C floats (eq-10-sums): sum(dy) and sum(dy * x_hat) 
 global batch, which is all that chapter 03's compact formula (eq-03-dx) needs besides M
 (eq-10-dx).
 
-The second round costs one more latency than PyTorch's all-gather of per-process
-(mean, var, count), but it centres the data on the global mean before squaring, so it is as
-stable as the single-device two-pass variance of chapter 02 (see :func:`merge_moments` for
-the one-round alternative and chapter 10 for the comparison in float32).
+The second round costs one more latency than PyTorch's single all-gather of every
+process's (mean, 1/std, count), but it centres the data on the global mean before squaring,
+so it is as stable as the single-device two-pass variance of chapter 02 (see
+:func:`merge_moments` for the one-round alternative and chapter 10 for the comparison in
+float32).
 """
 
 from __future__ import annotations

@@ -7,11 +7,13 @@ function here first needs it, so ``import bn_lib`` stays NumPy-only.
   group: gloo on the CPU, NCCL (on each rank's own GPU) where the group uses it.
 - :func:`launch` starts ``world_size`` processes joined in one process group, runs a function
   in each and returns the results in rank order. It works from a script, a test or a
-  notebook: the function is sent to the workers by value (cloudpickle), so it may be defined
-  in a notebook cell; the processes come from a ``forkserver`` that has imported torch once.
-  Every wait has a timeout, and a worker that fails makes the launch raise
-  :class:`WorkerError` with that worker's traceback, instead of leaving the others waiting
-  in a collective (gloo's own default timeout is 30 minutes).
+  notebook: each worker is a fresh ``python -m bn_lib.torch_distributed`` (multiprocessing's
+  ``spawn`` and ``forkserver`` re-import the caller's main module, which re-runs a script
+  without an ``if __name__ == "__main__"`` guard), the function travels by value
+  (cloudpickle), so it may be defined in a notebook cell, and the ranks meet through a file
+  in a temporary folder. Every wait has a timeout, and a worker that fails makes the launch
+  raise :class:`WorkerError` with that worker's traceback, instead of leaving the others
+  waiting in a collective (gloo's own default timeout is 30 minutes).
 """
 
 from __future__ import annotations
