@@ -324,17 +324,28 @@ def test_importing_bn_lib_imports_neither_torch_nor_the_adapter():
 # --- NumPy only: no engine needed ---------------------------------------------------------
 
 
+SWITCHES = [{}, {"momentum": None}, {"affine": False}, {"track_running_stats": False}]
+
+
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: str(s) if s else "defaults")
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (4, 3, 2, 2)])
-def test_a_world_of_one_equals_batchnorm(shape, rng):
-    plain, sync = bn_lib.BatchNorm(3), bn_lib.SyncBatchNorm(3)
+def test_a_world_of_one_equals_batchnorm(shape, switches, rng):
+    plain, sync = bn_lib.BatchNorm(3, **switches), bn_lib.SyncBatchNorm(3, **switches)
     for _ in range(2):
         x, dy = 3 * rng.standard_normal(shape) + 1, rng.standard_normal(shape)
         assert np.array_equal(plain.forward(x), sync.forward(x))
         assert np.array_equal(plain.backward(dy), sync.backward(dy))
     for name in ("dgamma", "dbeta", "running_mean", "running_var"):
-        assert np.array_equal(getattr(plain, name), getattr(sync, name)), name
+        ours, theirs = getattr(sync, name, None), getattr(plain, name, None)
+        assert (ours is None and theirs is None) or np.array_equal(ours, theirs), name
     plain.eval(), sync.eval()
     assert np.array_equal(plain.forward(x), sync.forward(x))
+    assert np.array_equal(plain.backward(dy), sync.backward(dy))
+
+
+def test_sync_batchnorm_refuses_the_wrong_channel_count():
+    with pytest.raises(ValueError, match="expected 3 channels"):
+        bn_lib.SyncBatchNorm(3).forward(np.ones((4, 2)))
 
 
 @pytest.mark.parametrize("sizes", [(3, 3, 3, 3), (1, 0, 6, 2)])
