@@ -15,13 +15,22 @@ threads, Chan's merge, bad input) are tested without torch.distributed.
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 import bn_lib
-from bn_lib import ThreadWorld, merge_moments, sync_batch_norm_forward
+from bn_lib import (
+    SyncBatchNorm,
+    ThreadWorld,
+    batch_norm_backward,
+    global_moments,
+    merge_moments,
+    sync_batch_norm_forward,
+    torch_distributed,
+)
 from bn_lib.testing import TOLERANCES, compare, to_numpy, to_torch
 
 # every test that reads the launch runs on the same xdist worker, so the launch runs once
@@ -62,8 +71,6 @@ def _slice(a, split, rank):
 
 def run_sync_case(rank, case, allreduce_sum):
     """One process's side of a case: SyncBatchNorm on its slices, every output kept."""
-    from bn_lib import SyncBatchNorm
-
     split = case["split"]
     layer = SyncBatchNorm(len(case["gamma"]), momentum=case["momentum"],
                           allreduce_sum=allreduce_sum)
@@ -83,8 +90,6 @@ def run_sync_case(rank, case, allreduce_sum):
 
 def run_mistakes(rank, world_size, case, allreduce_sum):
     """The known mistakes, each on the unequal (N, C) case's first step."""
-    from bn_lib import SyncBatchNorm, batch_norm_backward
-
     split, x, dy = case["split"], case["xs"][0], case["dys"][0]
     x_r, dy_r = _slice(x, split, rank), _slice(dy, split, rank)
     gamma, beta = case["gamma"], case["beta"]
@@ -110,8 +115,6 @@ def run_mistakes(rank, world_size, case, allreduce_sum):
 
 
 def run_float32(rank, case, allreduce_sum):
-    from bn_lib import SyncBatchNorm
-
     split = case["split"]
     layer = SyncBatchNorm(len(case["gamma"]), allreduce_sum=allreduce_sum)
     y = layer.forward(_slice(case["x"], split, rank))
@@ -120,8 +123,6 @@ def run_float32(rank, case, allreduce_sum):
 
 def run_chan_merge(rank, case):
     """PyTorch's form on real processes: all-gather (count, mean, M2), Chan's merge."""
-    from bn_lib import global_moments, torch_distributed
-
     x_r = _slice(case["xs"][0], case["split"], rank)
     mean_r = x_r.mean(axis=0) if len(x_r) else np.zeros(x_r.shape[1])
     row = np.concatenate([[len(x_r)], mean_r, ((x_r - mean_r) ** 2).sum(axis=0)])
@@ -143,8 +144,6 @@ def probe_torch_sync_batchnorm():
 
 
 def worker(rank, world_size, cases, mistake_case, float32_case):
-    from bn_lib import torch_distributed
-
     allreduce = torch_distributed.allreduce_sum
     return {
         "cases": {key: run_sync_case(rank, case, allreduce) for key, case in cases.items()},
@@ -164,8 +163,6 @@ def float32_case():
 
 @pytest.fixture(scope="module")
 def launched():
-    from bn_lib import torch_distributed
-
     cases = {key: make_case(*key, seed=i) for i, key in enumerate(CASES)}
     mistake_case = make_case("unequal", "(N, C)", "momentum 0.1", seed=100)
     results = torch_distributed.launch(worker, 2, cases, mistake_case, float32_case(),
@@ -280,8 +277,6 @@ def test_torch_sync_batchnorm_still_refuses_cpu_tensors(launched):
 
 
 def _fails_on_rank_1(rank, world_size):
-    from bn_lib import torch_distributed
-
     if rank == 1:
         raise ValueError("rank 1 gives up")
     torch_distributed.allreduce_sum(np.ones(3))  # rank 1 never joins
@@ -289,26 +284,18 @@ def _fails_on_rank_1(rank, world_size):
 
 
 def test_a_failing_worker_fails_the_launch_with_its_traceback():
-    from bn_lib import torch_distributed
-
     with pytest.raises(torch_distributed.WorkerError, match="rank 1 gives up") as info:
         torch_distributed.launch(_fails_on_rank_1, 2, timeout_s=30)
     assert "Traceback" in str(info.value) and "_fails_on_rank_1" in str(info.value)
 
 
 def _rank_1_never_arrives(rank, world_size):
-    import time
-
-    from bn_lib import torch_distributed
-
     if rank == 1:
         time.sleep(600)  # alive, but never joins the collective
     torch_distributed.allreduce_sum(np.ones(3))
 
 
 def test_a_collective_that_one_rank_never_joins_ends_in_a_timeout_not_a_hang():
-    from bn_lib import torch_distributed
-
     with pytest.raises(torch_distributed.WorkerError):
         torch_distributed.launch(_rank_1_never_arrives, 2, timeout_s=5)
 
