@@ -242,7 +242,7 @@ class SyncBatchNorm(BatchNorm):
         y, self.cache = sync_batch_norm_forward(x, self.gamma, self.beta, self.allreduce_sum,
                                                 self.eps)
         if self.track_running_stats:
-            self._update_running_stats(m=self.cache.count)  # Bessel with the global M
+            self.update_running_stats(m=self.cache.count)  # Bessel with the global M
         return y
 
     def backward(self, dy):
