@@ -10,14 +10,14 @@ channel. The math is the book's; the transport is a function the caller supplies
 so the same code runs on threads (:class:`ThreadWorld`), on ``torch.distributed``
 (``bn_lib.torch_distributed``, imported by name) or on anything else that can add arrays.
 
-Forward, two all-reduces (chapter 10, equations eq-10-mean and eq-10-var):
+Forward, two all-reduces (chapter 10, `eq-10-mean` and `eq-10-var`):
 
     round 1:  [sum_r sum(x_r), sum_r m_r]            C + 1 floats  -> mu, M
     round 2:  sum_r sum((x_r - mu)**2)               C floats      -> var
 
-Backward, one all-reduce of 2C floats (eq-10-sums): sum(dy) and sum(dy * x_hat) over the
-global batch, which is all that chapter 03's compact formula (eq-03-dx) needs besides M
-(eq-10-dx).
+Backward, one all-reduce of 2C floats (`eq-10-sums`): sum(dy) and sum(dy * x_hat) over the
+global batch, which is all that chapter 03's compact formula (`eq-03-dx`) needs besides M
+(`eq-10-dx`).
 
 The second round costs one more latency than PyTorch's single all-gather of every
 process's (mean, 1/std, count), but it centres the data on the global mean before squaring,
@@ -90,12 +90,12 @@ def global_moments(x, allreduce_sum):
 
     Returns ``(mean, var, count, centred)``: float64 arrays of shape (C,), the global
     number of values per channel M (an int), and x - mean in the working dtype (x's, or
-    float32 for float16). Chapter 10,
-    eq-10-mean and eq-10-var: two rounds, so the squares are taken around the global mean.
+    float32 for float16). Chapter 10, `eq-10-mean` and `eq-10-var`: two rounds, so the
+    squares are taken around the global mean.
     """
-    num_channels = x.shape[1]
-    local_count = x.size // num_channels if num_channels else 0
-    totals = _reduce(allreduce_sum, np.append(channel_sum(x), local_count))  # round 1
+    xw = x.astype(_working_dtype(x.dtype), copy=False)
+    local_count = x.size // x.shape[1]
+    totals = _reduce(allreduce_sum, np.append(channel_sum(xw), local_count))  # round 1
     count = int(round(totals[-1]))
     if count <= 1:
         raise ValueError(
@@ -103,7 +103,6 @@ def global_moments(x, allreduce_sum):
             f"{count} value(s) per channel over all processes (this one: input size {x.shape})"
         )
     mean = totals[:-1] / count  # eq-10-mean
-    xw = x.astype(_working_dtype(x.dtype), copy=False)
     centred = xw - per_channel(mean, xw)
     var = _reduce(allreduce_sum, channel_dot(centred, centred)) / count  # round 2, eq-10-var
     return mean, var, count, centred
@@ -134,7 +133,7 @@ def sync_batch_norm_forward(x, gamma, beta, allreduce_sum, eps=1e-5):
 
 
 def sync_batch_norm_backward(dy, cache, allreduce_sum):
-    """Gradients of synchronized BN for this process's slice (chapter 10, eq-10-dx).
+    """Gradients of synchronized BN for this process's slice (chapter 10, `eq-10-dx`).
 
     Inputs:
     - dy: shape (m_r, C, ...), the gradient of the loss with respect to this slice's y
@@ -166,7 +165,7 @@ def sync_batch_norm_backward(dy, cache, allreduce_sum):
 
 
 def merge_moments(counts, means, m2s):
-    """Chan's pairwise merge of per-process moments (chapter 10, eq-10-chan).
+    """Chan's pairwise merge of per-process moments (chapter 10, `eq-10-chan`).
 
     Inputs: ``counts`` of shape (W,), ``means`` and ``m2s`` (sums of squared deviations
     from each process's own mean) of shape (W, C), one row per process, in any float dtype.

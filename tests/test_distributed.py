@@ -315,11 +315,13 @@ SWITCHES = [{}, {"momentum": None}, {"affine": False}, {"track_running_stats": F
 
 
 @pytest.mark.parametrize("switches", SWITCHES, ids=lambda s: str(s) if s else "defaults")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (4, 3, 2, 2)])
-def test_a_world_of_one_equals_batchnorm(shape, switches, rng):
+def test_a_world_of_one_equals_batchnorm(shape, dtype, switches, rng):
     plain, sync = bn_lib.BatchNorm(3, **switches), bn_lib.SyncBatchNorm(3, **switches)
     for _ in range(2):
-        x, dy = 3 * rng.standard_normal(shape) + 1, rng.standard_normal(shape)
+        x = (3 * rng.standard_normal(shape) + 1).astype(dtype)
+        dy = rng.standard_normal(shape).astype(dtype)
         assert np.array_equal(plain.forward(x), sync.forward(x))
         assert np.array_equal(plain.backward(dy), sync.backward(dy))
     for name in ("dgamma", "dbeta", "running_mean", "running_var"):
