@@ -21,7 +21,11 @@ Makefile's ``course-check`` target with nbval, after this.
 
 from __future__ import annotations
 
+import ast
+import re
 import sys
+from pathlib import Path
+
 import nbformat
 
 from tools import make_student
@@ -38,6 +42,64 @@ from tools.grade import (
 )
 
 MUTANTS = TESTS / "mutants"
+TASK_HEADING = re.compile(r"^## Task `(\w+)`: (.+)$", re.MULTILINE)
+PRACTISE = re.compile(r"\*\*What you'll practise:\*\* (.+?)(?:\n\n|$)", re.DOTALL)
+
+
+def test_tasks(test_file):
+    """``{test function: task}`` read from a test file's ``task(...)`` marks, without
+    importing it (the module-level ``pytestmark = task(...)`` or a ``@task(...)``)."""
+    tree = ast.parse(Path(test_file).read_text())
+
+    def task_of(node):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "task":
+            return node.args[0].value
+        return None
+
+    default = next((task_of(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", None) == "pytestmark" for t in n.targets)), None)
+    tasks = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            marks = [task_of(d) for d in node.decorator_list if task_of(d)]
+            tasks[node.name] = marks[0] if marks else default
+    return tasks
+
+
+def catalogue():
+    """One row per task: assignment, task, what the learner writes, what the assignment
+    practises, the number of tests (the check cell's points) and of mutants."""
+    mutants = mutant_catalogue()
+    rows = []
+    for name in assignments().values():
+        notebook = nbformat.read(SOURCES / f"{name}.ipynb", as_version=4)
+        text = "\n\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+        practise = PRACTISE.search(text)
+        points = {c.metadata["nbgrader"]["grade_id"].removesuffix("_tests"):
+                  c.metadata["nbgrader"].get("points")
+                  for c in notebook.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+        for task, title in TASK_HEADING.findall(text):
+            rows.append({"assignment": name, "task": task, "title": title.strip(),
+                         "practise": " ".join(practise.group(1).split()) if practise else "",
+                         "tests": points.get(task),
+                         "mutants": sum(m["task"] == task for m in mutants)})
+    return rows
+
+
+def mutant_catalogue():
+    """One row per mutant: its file, the mistake (its docstring's first sentence), the
+    test it must fail and that test's task."""
+    rows = []
+    for path in sorted(MUTANTS.glob("[0-9][0-9]_*.py")):
+        module = ast.parse(path.read_text())
+        doc = " ".join((ast.get_docstring(module) or "").split())
+        must_fail = next(n.value.value for n in module.body if isinstance(n, ast.Assign)
+                         and any(getattr(t, "id", None) == "MUST_FAIL" for t in n.targets))
+        file_name, _, test = must_fail.partition("::")
+        function = test.split("[")[0]
+        rows.append({"mutant": path.stem, "mistake": doc.split(". ")[0].rstrip("."),
+                     "must_fail": test, "task": test_tasks(TESTS / file_name).get(function)})
+    return rows
 
 
 def check_points(source, report):

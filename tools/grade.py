@@ -12,15 +12,16 @@ assignment, writes ``results.json`` and exits with status 1 below full marks.
 In a notebook::
 
     from tools.grade import grade
-    grade("02", globals())                 # every task of assignment 02
-    grade("02", globals(), task="forward")  # one task
+    report = grade("02", globals())                  # every task of assignment 02
+    report = grade("02", globals(), task="forward")  # one task
 
 prints the same table from the functions defined in the running notebook and returns the
 report without raising (set ``BN_COURSE_STRICT=1`` to make it raise below full marks, as
 nbgrader's autograder needs).
 
-How a notebook is graded: the answer cells (nbgrader's ``solution: true`` cells, named by
-their ``grade_id``, which is the task) are executed one by one in a fresh namespace, and the
+How a notebook is graded: its set-up cell (the imports) and its answer cells (nbgrader's
+``solution: true`` cells, named by their ``grade_id``, which is the task) are executed one
+by one in a fresh namespace, and the
 graded pytest tests in ``assignments/tests/test_NN_*.py`` call the functions they define.
 Tests written by an instructor in the folder named by ``BN_COURSE_PRIVATE_TESTS`` (files
 ``test_NN_*.py``) are run as well. Nothing needs a network, Docker or a GPU.
@@ -76,11 +77,12 @@ def resolve(assignment):
 
 
 def answer_cells(notebook):
-    """The code cells marked as nbgrader answer cells, as ``(grade_id, source)`` pairs."""
+    """The set-up cell (``grade_id`` "setup": the imports) and the nbgrader answer cells,
+    in the notebook's order, as ``(grade_id, source)`` pairs."""
     cells = []
     for cell in notebook.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type == "code" and meta.get("solution"):
+        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
             cells.append((meta.get("grade_id", f"cell {len(cells) + 1}"), cell.source))
     return cells
 
@@ -164,6 +166,7 @@ class TestResult:
 class Report:
     assignment: str
     results: list = field(default_factory=list)
+    task: str | None = None  # the one task graded, or None for the whole assignment
 
     @property
     def score(self):
@@ -272,7 +275,7 @@ def run_tests(name, submission, task=None, private_dir=None):
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         status = pytest.main(args, plugins=[plugin])
-    report = Report(name, plugin.results)
+    report = Report(name, plugin.results, task)
     for nodeid, error in plugin.collection_errors:
         report.results.append(TestResult(nodeid, "collection", FAILED,
                                          f"the test file did not load: {error.splitlines()[-1]}"))
@@ -296,8 +299,9 @@ def format_report(report, source=None):
         message = f": {r.message}" if r.outcome == FAILED and r.message else ""
         lines.append(f"  {r.task:<{task_width}}  {r.test:<{width}}  {result}{message}")
     scores = ", ".join(f"{t} {s}/{m}" for t, (s, m) in report.task_scores().items())
-    lines.append(f"  score: {scores}; assignment {report.assignment[:2]}: "
-                 f"{report.score}/{report.max_score}")
+    total = "" if report.task else (f"; assignment {report.assignment[:2]}: "
+                                    f"{report.score}/{report.max_score}")
+    lines.append(f"  score: {scores or 'no tests ran'}{total}")
     return "\n".join(lines)
 
 

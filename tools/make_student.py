@@ -52,7 +52,8 @@ def blank_source(source):
             indent = line[: len(line) - len(line.lstrip())]
             what = _hint(line) or "this part"
             message = f"{function}: {what}" if function else what
-            out += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError({json.dumps(message)})"]
+            out += [f"{indent}# YOUR CODE HERE",
+                    f"{indent}raise NotImplementedError({json.dumps(message)})"]
         elif END in line:
             if not inside:
                 raise ValueError(f"{END} without {BEGIN} in:\n{source}")
@@ -67,6 +68,9 @@ def blank_source(source):
 def make_blank(notebook):
     """A copy of the source notebook with the solutions removed and no outputs."""
     blank = copy.deepcopy(notebook)
+    # only what a learner's Jupyter needs: no record of the Python that ran the source
+    blank.metadata = {"kernelspec": notebook.metadata.get("kernelspec", {}),
+                      "language_info": {"name": "python"}}
     for cell in blank.cells:
         if cell.cell_type == "code":
             cell.outputs = []

@@ -17,9 +17,9 @@ BATCH_SIZES = (8, 3, 16, 2, 5, 11)  # changing sizes: the m / (m - 1) factor cha
 CHANNELS = 4
 
 
-def trained_torch_bn(momentum, steps=len(BATCH_SIZES), channels=CHANNELS):
+def trained_torch_bn(momentum, channels=CHANNELS):
     layer = torch.nn.BatchNorm1d(channels, eps=EPS, momentum=momentum, dtype=torch.float64)
-    for step, m in enumerate(BATCH_SIZES[:steps]):
+    for step, m in enumerate(BATCH_SIZES):
         layer(torch.tensor(batch((m, channels), seed=step)))
     return layer
 
