@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 import bn_lib
+from bn_lib.testing import EPS, TOLERANCES, compare, to_numpy, to_torch
 
-EPS = 1e-5
-# float64 throughout: a right answer agrees with PyTorch to rounding, a wrong one by far
-# more than this (chapter 03 measures both).
-TOL = 1e-8
+# float64 throughout, with the project's tolerance for it (bn_lib.testing.TOLERANCES): a
+# right answer agrees with PyTorch to rounding, a wrong one misses by orders of magnitude.
+TOL = TOLERANCES["float64"]["elementwise"]
 
 
 def task(name):
@@ -53,25 +53,22 @@ def torch_batch_norm(x, gamma, beta, dy=None, eps=EPS):
 
     Returns ``y`` or ``(y, dx, dgamma, dbeta)``, as float64 NumPy arrays.
     """
-    import torch
     import torch.nn.functional as F
 
-    xt, gt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=dy is not None)
+    xt, gt, bt = (to_torch(np.asarray(a, dtype=np.float64), requires_grad=dy is not None)
                   for a in (x, gamma, beta))
     yt = F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps)
     if dy is None:
-        return yt.detach().numpy()
-    yt.backward(torch.tensor(dy, dtype=torch.float64))
-    return yt.detach().numpy(), xt.grad.numpy(), gt.grad.numpy(), bt.grad.numpy()
+        return to_numpy(yt)
+    yt.backward(to_torch(np.asarray(dy, dtype=np.float64)))
+    return to_numpy(yt), to_numpy(xt.grad), to_numpy(gt.grad), to_numpy(bt.grad)
 
 
 def torch_batch_stats(x):
     """The batch mean and biased variance per channel (axis 1), by PyTorch."""
-    import torch
-
-    xt = torch.tensor(x, dtype=torch.float64)
+    xt = to_torch(np.asarray(x, dtype=np.float64))
     dims = [0] + list(range(2, xt.ndim))
-    return (xt.mean(dim=dims).numpy(), xt.var(dim=dims, unbiased=False).numpy())
+    return to_numpy(xt.mean(dim=dims)), to_numpy(xt.var(dim=dims, unbiased=False))
 
 
 def torch_bn_layer(x_ndim, channels, momentum=0.1, eps=EPS):
@@ -80,10 +77,6 @@ def torch_bn_layer(x_ndim, channels, momentum=0.1, eps=EPS):
 
     cls = torch.nn.BatchNorm2d if x_ndim == 4 else torch.nn.BatchNorm1d
     return cls(channels, eps=eps, momentum=momentum, dtype=torch.float64)
-
-
-def torch_array(t):
-    return t.detach().numpy()
 
 
 def bn_cache(x, gamma, beta, eps=EPS):
@@ -109,8 +102,10 @@ def _where(index, shape):
     return str(tuple(int(i) for i in np.unravel_index(index, shape))) if shape else "()"
 
 
-def assert_close(name, actual, expected, against, tol=TOL):
-    """Assert ``actual`` equals ``expected`` to ``tol`` (relative to max(1, max|expected|)).
+def assert_close(name, actual, expected, against, tol=None):
+    """Assert ``actual`` equals ``expected`` by the project's criterion, that of
+    ``bn_lib.testing.compare``: ``max|actual - expected| <= tol * max(1, max|expected|)``,
+    with float64's tolerance unless ``tol`` is given.
 
     The message names the quantity, the reference, the largest error and where it is,
     e.g. "dx differs from PyTorch autograd: largest error 3.2e-01 at (3, 1)".
@@ -129,12 +124,14 @@ def assert_close(name, actual, expected, against, tol=TOL):
     if not np.all(np.isfinite(actual)):
         index = int(np.argmax(~np.isfinite(actual).ravel()))
         raise AssertionError(f"{name} has a non-finite value at {_where(index, actual.shape)}")
-    error = np.abs(actual - expected)
+    row = compare(name, actual, expected, "float64")
+    tol = TOL if tol is None else tol
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-    if float(np.max(error, initial=0.0)) > tol * scale:
+    if row["scaled_err"] > tol:
+        error = np.abs(actual - expected)
         index = int(np.argmax(error))
         raise AssertionError(
             f"{name} differs from {against}: largest error {error.flat[index]:.2e} at "
             f"{_where(index, error.shape)} (yours {actual.flat[index]:.6g}, expected "
-            f"{expected.flat[index]:.6g}; tolerance {tol * scale:.0e})"
+            f"{expected.flat[index]:.6g}; tolerance {tol * scale:.1e})"
         )

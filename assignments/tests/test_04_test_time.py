@@ -9,9 +9,10 @@
 import numpy as np
 import pytest
 import torch
-from course_helpers import EPS, affine, assert_close, batch, task, torch_array, unpack
+from course_helpers import EPS, affine, assert_close, batch, task, unpack
 
 import bn_lib
+from bn_lib.testing import to_numpy, to_torch
 
 BATCH_SIZES = (8, 3, 16, 2, 5, 11)  # changing sizes: the m / (m - 1) factor changes too
 CHANNELS = 4
@@ -20,7 +21,7 @@ CHANNELS = 4
 def trained_torch_bn(momentum, channels=CHANNELS):
     layer = torch.nn.BatchNorm1d(channels, eps=EPS, momentum=momentum, dtype=torch.float64)
     for step, m in enumerate(BATCH_SIZES):
-        layer(torch.tensor(batch((m, channels), seed=step)))
+        layer(to_torch(batch((m, channels), seed=step)))
     return layer
 
 
@@ -35,7 +36,7 @@ def test_running_stats_follow_pytorch(learner, momentum):
     running_mean, running_var = np.zeros(CHANNELS), np.ones(CHANNELS)
     for step, m in enumerate(BATCH_SIZES, start=1):
         x = batch((m, CHANNELS), seed=step - 1)
-        reference(torch.tensor(x))
+        reference(to_torch(x))
         _, cache = bn_lib.batch_norm_forward(x, np.ones(CHANNELS), np.zeros(CHANNELS))
         result = learner.call("update_running_stats", running_mean.copy(), running_var.copy(),
                               cache.mean.copy(), cache.var.copy(), m, momentum, step)
@@ -43,9 +44,9 @@ def test_running_stats_follow_pytorch(learner, momentum):
                                            "update_running_stats")
         against = f"BatchNorm1d(momentum={momentum}) after step {step} (batch of {m})"
         assert_close(f"running_mean after step {step}", running_mean,
-                     torch_array(reference.running_mean), against)
+                     to_numpy(reference.running_mean), against)
         assert_close(f"running_var after step {step}", running_var,
-                     torch_array(reference.running_var), against)
+                     to_numpy(reference.running_var), against)
         running_mean = np.asarray(running_mean, dtype=np.float64)
         running_var = np.asarray(running_var, dtype=np.float64)
 
@@ -54,12 +55,12 @@ def eval_case(n, seed):
     layer = trained_torch_bn(0.1)
     gamma, beta = affine(CHANNELS, seed=7)
     with torch.no_grad():
-        layer.weight.copy_(torch.tensor(gamma))
-        layer.bias.copy_(torch.tensor(beta))
+        layer.weight.copy_(to_torch(gamma))
+        layer.bias.copy_(to_torch(beta))
     layer.eval()
     x = batch((n, CHANNELS), seed=seed, scale=3.0, shift=10.0)
-    expected = torch_array(layer(torch.tensor(x)))
-    stats = torch_array(layer.running_mean), torch_array(layer.running_var)
+    expected = to_numpy(layer(to_torch(x)))
+    stats = to_numpy(layer.running_mean), to_numpy(layer.running_var)
     return x, stats, gamma, beta, expected
 
 
@@ -96,7 +97,7 @@ def torch_bn_copy(bn, conv=False):
     with torch.no_grad():
         for name, value in (("weight", bn.gamma), ("bias", bn.beta),
                             ("running_mean", bn.running_mean), ("running_var", bn.running_var)):
-            getattr(layer, name).copy_(torch.tensor(value))
+            getattr(layer, name).copy_(to_torch(value))
     return layer.eval()
 
 
@@ -108,11 +109,11 @@ def fold(learner, name, W, b, bn):
 def torch_fused_linear(W, b, bn):
     linear = torch.nn.Linear(W.shape[1], W.shape[0], bias=b is not None, dtype=torch.float64)
     with torch.no_grad():
-        linear.weight.copy_(torch.tensor(W))
+        linear.weight.copy_(to_torch(W))
         if b is not None:
-            linear.bias.copy_(torch.tensor(b))
+            linear.bias.copy_(to_torch(b))
     fused = torch.nn.utils.fusion.fuse_linear_bn_eval(linear.eval(), torch_bn_copy(bn))
-    return torch_array(fused.weight), torch_array(fused.bias)
+    return to_numpy(fused.weight), to_numpy(fused.bias)
 
 
 @task("folding")
@@ -151,9 +152,9 @@ def test_fold_conv_matches_torch_fuse(learner, bias):
     W_folded, b_folded = fold(learner, "fold_conv_bn", W, b, bn)
     conv = torch.nn.Conv2d(3, 5, 3, bias=bias, dtype=torch.float64)
     with torch.no_grad():
-        conv.weight.copy_(torch.tensor(W))
+        conv.weight.copy_(to_torch(W))
         if bias:
-            conv.bias.copy_(torch.tensor(b))
+            conv.bias.copy_(to_torch(b))
     fused = torch.nn.utils.fusion.fuse_conv_bn_eval(conv.eval(), torch_bn_copy(bn, conv=True))
-    assert_close("W_folded", W_folded, torch_array(fused.weight), "fuse_conv_bn_eval")
-    assert_close("b_folded", b_folded, torch_array(fused.bias), "fuse_conv_bn_eval")
+    assert_close("W_folded", W_folded, to_numpy(fused.weight), "fuse_conv_bn_eval")
+    assert_close("b_folded", b_folded, to_numpy(fused.bias), "fuse_conv_bn_eval")

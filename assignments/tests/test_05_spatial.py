@@ -12,12 +12,13 @@ from course_helpers import (
     batch,
     bn_cache,
     task,
-    torch_array,
     torch_batch_stats,
     torch_bn_layer,
     unpack,
     upstream,
 )
+
+from bn_lib.testing import to_numpy, to_torch
 
 pytestmark = task("spatial")
 SHAPES = {"3d": (6, 4, 9), "4d": (5, 3, 4, 6)}
@@ -27,13 +28,13 @@ def torch_layer_grads(x, gamma, beta, dy):
     """BatchNorm1d/2d in training mode: y and (dx, dgamma, dbeta) by autograd."""
     layer = torch_bn_layer(x.ndim, x.shape[1])
     with torch.no_grad():
-        layer.weight.copy_(torch.tensor(gamma))
-        layer.bias.copy_(torch.tensor(beta))
-    xt = torch.tensor(x, requires_grad=True)
+        layer.weight.copy_(to_torch(gamma))
+        layer.bias.copy_(to_torch(beta))
+    xt = to_torch(x, requires_grad=True)
     yt = layer(xt)
-    yt.backward(torch.tensor(dy))
-    return (torch_array(yt), torch_array(xt.grad), torch_array(layer.weight.grad),
-            torch_array(layer.bias.grad))
+    yt.backward(to_torch(dy))
+    return (to_numpy(yt), to_numpy(xt.grad), to_numpy(layer.weight.grad),
+            to_numpy(layer.bias.grad))
 
 
 def forward(learner, x, gamma, beta):
