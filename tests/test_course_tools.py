@@ -131,3 +131,21 @@ def test_command_line_copies_blanks_and_exits_by_the_score(tmp_path, capsys):
 def test_unknown_assignment_is_a_clear_error():
     with pytest.raises(ValueError, match="no assignment '09'"):
         grade.resolve("09")
+
+
+def test_an_unreadable_notebook_fails_every_test(tmp_path):
+    broken = tmp_path / "02_forward.ipynb"
+    broken.write_text("{ not json")
+    report = grade.grade_notebook(broken)
+    assert report.score == 0 and report.max_score > 0
+    assert "cannot be read" in report.results[0].message
+
+
+def test_an_endless_loop_is_stopped(monkeypatch):
+    monkeypatch.setattr(grade, "TEST_TIME_LIMIT", 1)
+    loop = learner_code("def batchnorm_forward(x, gamma, beta, eps=1e-5):\n"
+                        "    while True:\n"
+                        "        pass\n")
+    report = grade.run_tests("02_forward", loop, task="forward")
+    assert report.score == 0
+    assert "ran longer than 1 s" in report.results[0].message

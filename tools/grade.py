@@ -35,7 +35,9 @@ import io
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ PRIVATE_TESTS_VARIABLE = "BN_COURSE_PRIVATE_TESTS"
 STRICT_VARIABLE = "BN_COURSE_STRICT"
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
+TEST_TIME_LIMIT = 60  # seconds; every test takes well under one with a right answer
 
 
 class NotAttempted(Exception):
@@ -120,8 +123,12 @@ class Submission:
         A cell that raises is recorded and the others still run, so one broken cell costs
         only the functions it defines.
         """
-        notebook = nbformat.read(path, as_version=4)
         namespace = {"__name__": "submission"}
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except Exception as error:  # not JSON, not a notebook: every test fails, and says so
+            return cls(namespace, {"notebook": f"cannot be read ({type(error).__name__})"},
+                       origin=str(path))
         errors = {}
         for grade_id, source in answer_cells(notebook):
             try:
@@ -213,6 +220,26 @@ def _message(excinfo):
     return f"crashed with {text}" + (f" ({where})" if where else "")
 
 
+@contextlib.contextmanager
+def _time_limit(seconds):
+    """Stop a test after ``seconds`` (an endless loop in an answer), where signals allow."""
+    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise TimeoutError(f"the test ran longer than {seconds} s: is there an endless loop?")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 class _GradingPlugin:
     """A pytest plugin: hands the submission to the tests and records each outcome."""
 
@@ -241,6 +268,11 @@ class _GradingPlugin:
     def pytest_collectreport(self, report):
         if report.failed:
             self.collection_errors.append((report.nodeid, report.longreprtext.strip()))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_call(self, item):
+        with _time_limit(TEST_TIME_LIMIT):
+            yield
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
