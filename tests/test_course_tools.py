@@ -5,6 +5,7 @@ by ``make course-check``)."""
 import json
 import shutil
 
+import nbformat
 import pytest
 
 from tools import grade, make_student
@@ -149,3 +150,18 @@ def test_an_endless_loop_is_stopped(monkeypatch):
     report = grade.run_tests("02_forward", loop, task="forward")
     assert report.score == 0
     assert "ran longer than 1 s" in report.results[0].message
+
+
+def test_a_broken_answer_cell_costs_only_its_task(tmp_path):
+    notebook = nbformat.read(grade.SOURCES / "03_backward.ipynb", as_version=4)
+    for cell in notebook.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "compact_backward":
+            cell.source = "def compact_backward(dy, x_hat, gamma, inv_std:\n    pass\n"
+    nbformat.write(notebook, tmp_path / "03_backward.ipynb")
+    report = grade.grade_notebook(tmp_path / "03_backward.ipynb")
+    scores = report.task_scores()
+    assert scores["compact_backward"][0] == 0
+    assert scores["staged_backward"][0] == scores["staged_backward"][1]
+    assert scores["gradient_check"][0] == scores["gradient_check"][1]
+    message = next(r.message for r in report.results if r.task == "compact_backward")
+    assert "answer cell 'compact_backward' raised SyntaxError" in message

@@ -90,7 +90,7 @@ def answer_cells(notebook):
     return cells
 
 
-def test_files(name, private_dir=None):
+def graded_test_files(name, private_dir=None):
     """The graded tests of one assignment: ours, then the instructor's private ones."""
     files = sorted(TESTS.glob(f"test_{name[:2]}_*.py"))
     private_dir = private_dir or os.environ.get(PRIVATE_TESTS_VARIABLE)
@@ -113,7 +113,7 @@ class Submission:
 
     def __init__(self, namespace=None, cell_errors=None, origin="the notebook"):
         self.namespace = {} if namespace is None else namespace
-        self.cell_errors = dict(cell_errors or {})
+        self.cell_errors = list(cell_errors or [])  # what went wrong, one phrase each
         self.origin = origin
 
     @classmethod
@@ -127,9 +127,9 @@ class Submission:
         try:
             notebook = nbformat.read(path, as_version=4)
         except Exception as error:  # not JSON, not a notebook: every test fails, and says so
-            return cls(namespace, {"notebook": f"cannot be read ({type(error).__name__})"},
+            return cls(namespace, [f"the notebook cannot be read ({type(error).__name__})"],
                        origin=str(path))
-        errors = {}
+        errors = []
         for grade_id, source in answer_cells(notebook):
             try:
                 code = compile(source, f"<answer cell {grade_id}>", "exec")
@@ -137,14 +137,13 @@ class Submission:
                         contextlib.redirect_stderr(io.StringIO()):
                     exec(code, namespace)
             except Exception as error:  # the learner's code: anything can go wrong
-                errors[grade_id] = f"{type(error).__name__}: {error}"
+                errors.append(f"answer cell {grade_id!r} raised {type(error).__name__}: {error}")
         return cls(namespace, errors, origin=str(path))
 
     def function(self, name):
         value = self.namespace.get(name)
         if not callable(value):
-            broken = "; ".join(f"answer cell {cell!r} raised {error}"
-                               for cell, error in self.cell_errors.items())
+            broken = "; ".join(self.cell_errors)
             raise AssertionError(f"{self.origin} defines no function {name!r}"
                                  + (f" ({broken})" if broken else ""))
         return value
@@ -295,7 +294,7 @@ class _GradingPlugin:
 
 def run_tests(name, submission, task=None, private_dir=None):
     """Run the graded tests of assignment ``name`` against ``submission``; a :class:`Report`."""
-    files = test_files(name, private_dir)
+    files = graded_test_files(name, private_dir)
     if not files:
         raise FileNotFoundError(f"no graded tests for {name} in {TESTS}")
     # the tests import their shared helpers (course_helpers) from assignments/tests
