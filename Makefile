@@ -6,20 +6,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOTEBOOKS ?= $(sort $(wildcard chapters/*.ipynb))
+# The course: sources with solutions, the blanks generated from them, the learner's copies.
+SOURCES := $(sort $(wildcard assignments/source/*.ipynb))
+BLANKS := $(sort $(wildcard assignments/[0-9]*.ipynb))
+WORK ?= assignments/work
+LAB ?= chapters
+A ?=
 DEVICE ?= cuda
 # One BLAS/OpenMP thread per kernel: nbval runs two notebooks at once on two cores, and
 # oversubscribed BLAS threads slow small matrix products by an order of magnitude.
 SINGLE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help setup book test lint unit nbval book-check lab execute bench verify-gpu clean
+.PHONY: help setup book test lint unit nbval book-check lab execute bench verify-gpu clean \
+	student grade course-check
 
 help:
 	@echo "make book        set up .venv, then build the HTML book into _build/html"
 	@echo "make test        set up .venv, then lint, unit tests, strict nbval, book build"
-	@echo "make lab         JupyterLab on the chapters"
+	@echo "make lab         JupyterLab on the chapters (LAB=assignments/work for the course)"
 	@echo "make execute     re-execute every notebook in place, each in a fresh kernel"
 	@echo "make bench       speed and memory of bn_lib against PyTorch (CPU)"
 	@echo "make verify-gpu  re-verify bn_lib against PyTorch on DEVICE (default cuda)"
+	@echo "make grade       grade your assignments in $(WORK) (A=03 for one)"
+	@echo "make student     write the blank assignments from assignments/source"
+	@echo "make course-check  sources full marks, blanks not attempted, mutants caught"
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,11 +43,11 @@ book: setup
 	$(BIN)/jupyter-book build . --keep-going
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
-test: setup lint unit nbval book-check
+test: setup lint unit nbval course-check book-check
 	@echo "make test: all checks passed"
 
 lint: setup
-	$(BIN)/ruff check bn_lib tests benchmarks tools chapters
+	$(BIN)/ruff check bn_lib tests benchmarks chapters tools assignments/tests $(SOURCES)
 
 unit: setup
 	$(SINGLE_THREAD) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -q
@@ -51,8 +61,24 @@ book-check: setup
 	rm -rf _build
 	$(BIN)/jupyter-book build . -W -n --keep-going
 
+# The course (assignments/): the learner's command, the generator and the honesty check.
+grade: setup
+	$(SINGLE_THREAD) $(BIN)/python -m tools.grade --work $(WORK) $(if $(A),--assignment $(A))
+
+student: setup
+	$(BIN)/python -m tools.make_student
+
+# Sources at full marks and strict nbval; blanks all "not attempted", run top to bottom
+# without an error (nbval's lax mode); every mutant caught; blanks up to date.
+course-check: setup
+	$(SINGLE_THREAD) $(BIN)/python -m tools.course_check
+	$(SINGLE_THREAD) $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		-n 2 --dist loadfile -q -p no:cacheprovider $(SOURCES)
+	$(SINGLE_THREAD) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+		-n 2 --dist loadfile -q -p no:cacheprovider $(BLANKS)
+
 lab: setup
-	$(BIN)/jupyter lab chapters
+	$(BIN)/jupyter lab $(LAB)
 
 execute: setup
 	@for nb in $(NOTEBOOKS); do \

@@ -1,0 +1,137 @@
+"""What the graded tests share: inputs built with bn_lib and NumPy, PyTorch as the oracle,
+and comparisons whose failure message says what differs and where.
+
+The tests never feed one task's answer into another task: every input comes from here,
+so a blank or wrong answer to one task costs points in that task only.
+
+A test receives the learner's work through the ``learner`` fixture (provided by the
+grader, ``tools/grade.py``): ``learner.call("name", *args)`` calls the learner's function
+``name``, and turns a ``NotImplementedError`` (the blank's stub) into "not attempted".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bn_lib
+from bn_lib.testing import EPS, TOLERANCES, compare, to_numpy, to_torch
+
+# float64 throughout, with the project's tolerance for it (bn_lib.testing.TOLERANCES): a
+# right answer agrees with PyTorch to rounding, a wrong one misses by orders of magnitude.
+TOL = TOLERANCES["float64"]["elementwise"]
+
+
+def task(name):
+    """Mark a test as part of one graded task (the grader scores each task separately)."""
+    return pytest.mark.task(name)
+
+
+def batch(shape, seed=0, scale=5.0, shift=12.0):
+    """Input of the form ``scale * randn + shift`` (non-zero mean, non-unit spread, as in
+    CS231n's checks: an implementation that forgets to centre or scale cannot pass)."""
+    rng = np.random.default_rng(seed)
+    return scale * rng.standard_normal(shape) + shift
+
+
+def affine(channels, seed=1):
+    """A gamma and a beta away from 1 and 0, shape (C,) each."""
+    rng = np.random.default_rng(seed)
+    return 1.0 + 0.5 * rng.standard_normal(channels), 0.5 * rng.standard_normal(channels)
+
+
+def upstream(shape, seed=2):
+    """A random upstream gradient dL/dy."""
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# ----------------------------------------------------------------------------- oracle
+
+
+def torch_batch_norm(x, gamma, beta, dy=None, eps=EPS):
+    """PyTorch's training-mode BN (``F.batch_norm``), with autograd when ``dy`` is given.
+
+    Returns ``y`` or ``(y, dx, dgamma, dbeta)``, as float64 NumPy arrays.
+    """
+    import torch.nn.functional as F
+
+    xt, gt, bt = (to_torch(np.asarray(a, dtype=np.float64), requires_grad=dy is not None)
+                  for a in (x, gamma, beta))
+    yt = F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps)
+    if dy is None:
+        return to_numpy(yt)
+    yt.backward(to_torch(np.asarray(dy, dtype=np.float64)))
+    return to_numpy(yt), to_numpy(xt.grad), to_numpy(gt.grad), to_numpy(bt.grad)
+
+
+def torch_batch_stats(x):
+    """The batch mean and biased variance per channel (axis 1), by PyTorch."""
+    xt = to_torch(np.asarray(x, dtype=np.float64))
+    dims = [0] + list(range(2, xt.ndim))
+    return to_numpy(xt.mean(dim=dims)), to_numpy(xt.var(dim=dims, unbiased=False))
+
+
+def torch_bn_layer(x_ndim, channels, momentum=0.1, eps=EPS):
+    """``nn.BatchNorm1d`` or ``nn.BatchNorm2d`` in float64, for input with ``x_ndim`` axes."""
+    import torch
+
+    cls = torch.nn.BatchNorm2d if x_ndim == 4 else torch.nn.BatchNorm1d
+    return cls(channels, eps=eps, momentum=momentum, dtype=torch.float64)
+
+
+def bn_cache(x, gamma, beta, eps=EPS):
+    """bn_lib's forward pass: the x_hat and 1/sigma a backward pass starts from."""
+    _, cache = bn_lib.batch_norm_forward(x, gamma, beta, eps)
+    return cache.x_hat, cache.inv_std
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def unpack(result, names, what):
+    """Check that a function returned a tuple of len(names) and return it."""
+    if result is None:
+        raise AssertionError(f"{what} returned None; it must return {', '.join(names)}")
+    if not isinstance(result, tuple) or len(result) != len(names):
+        got = f"a tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
+        raise AssertionError(f"{what} must return a tuple ({', '.join(names)}), got {got}")
+    return result
+
+
+def _where(index, shape):
+    return str(tuple(int(i) for i in np.unravel_index(index, shape))) if shape else "()"
+
+
+def assert_close(name, actual, expected, against, tol=None):
+    """Assert ``actual`` equals ``expected`` by the project's criterion, that of
+    ``bn_lib.testing.compare``: ``max|actual - expected| <= tol * max(1, max|expected|)``,
+    with float64's tolerance unless ``tol`` is given.
+
+    The message names the quantity, the reference, the largest error and where it is,
+    e.g. "dx differs from PyTorch autograd: largest error 3.2e-01 at (3, 1)".
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    if actual is None:
+        raise AssertionError(f"{name} is None; expected an array of shape {expected.shape}")
+    try:
+        actual = np.asarray(actual, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise AssertionError(f"{name} is not an array of numbers: {error}") from None
+    if actual.shape != expected.shape:
+        raise AssertionError(
+            f"{name} has shape {actual.shape}, expected {expected.shape} ({against})"
+        )
+    if not np.all(np.isfinite(actual)):
+        index = int(np.argmax(~np.isfinite(actual).ravel()))
+        raise AssertionError(f"{name} has a non-finite value at {_where(index, actual.shape)}")
+    row = compare(name, actual, expected, "float64")
+    tol = TOL if tol is None else tol
+    scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+    if row["scaled_err"] > tol:
+        error = np.abs(actual - expected)
+        index = int(np.argmax(error))
+        raise AssertionError(
+            f"{name} differs from {against}: largest error {error.flat[index]:.2e} at "
+            f"{_where(index, error.shape)} (yours {actual.flat[index]:.6g}, expected "
+            f"{expected.flat[index]:.6g}; tolerance {tol * scale:.1e})"
+        )
