@@ -230,7 +230,6 @@ def check_page(browser, base_url: str, page_path: str, screenshot: Path | None) 
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
         report.problems.extend(_check_solutions(page))
-        page.wait_for_load_state("networkidle")
     finally:
         context.close()
     report.seconds = time.perf_counter() - start
@@ -279,16 +278,18 @@ def check_book(
     browser=None,
     executable: str = CHROMIUM,
     searches=SEARCHES,
+    only: list[str] | None = None,
 ) -> list[PageReport]:
-    """Check every page of the book in ``html_dir``; one report per page (and per search)."""
+    """Check every page of the book in ``html_dir`` (or the pages in ``only``) and run the
+    ``searches``; one report per page and per search."""
     html_dir = Path(html_dir)
     pages = html_pages(html_dir)
     if browser is None:
         with chromium(executable) as own_browser:
-            return check_book(html_dir, screenshots, own_browser, executable, searches)
+            return check_book(html_dir, screenshots, own_browser, executable, searches, only)
     reports = []
     with serve(html_dir) as base_url:
-        for page_path in pages:
+        for page_path in pages if only is None else only:
             target = redirect_target(html_dir, page_path)
             if target is not None:  # checked where it points
                 report = PageReport(f"{page_path} -> {target}")
