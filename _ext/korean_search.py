@@ -59,7 +59,7 @@ if _PORTER == js_porter_stemmer:
 SearchKoreanEnglish.js_stemmer_code = (
     _PORTER
     + """
-var KOREAN_PARTICLES = %s;
+var KOREAN_PARTICLES = PARTICLES_JSON;
 var HANGUL = /[\\uac00-\\ud7a3]/;
 var Stemmer = function() {
   var porter = new PorterStemmer();
@@ -76,8 +76,7 @@ var Stemmer = function() {
     return HANGUL.test(stripped) ? stripped : porter.stemWord(stripped);
   };
 };
-"""
-    % json.dumps(PARTICLES, ensure_ascii=False)
+""".replace("PARTICLES_JSON", json.dumps(PARTICLES, ensure_ascii=False))
 )
 
 

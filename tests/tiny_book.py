@@ -51,6 +51,7 @@ KOREAN = """# 한국어 쪽 (A Korean page)
 배치 정규화에서 평균이 0이 되고 분산은 1이 됩니다.
 """
 
+
 def grey_png(size: int = 8) -> bytes:
     """A ``size`` x ``size`` mid-grey PNG, encoded here so the test needs no image library."""
 

@@ -56,8 +56,11 @@ INSPECT_PAGE = r"""
 async () => {
   const images = Array.from(document.images);
   images.forEach((img) => { img.loading = "eager"; });
-  await Promise.all(images.map((img) => img.complete ? null :
-    new Promise((done) => { img.addEventListener("load", done); img.addEventListener("error", done); })));
+  const settled = (img) => new Promise((done) => {
+    img.addEventListener("load", done);
+    img.addEventListener("error", done);
+  });
+  await Promise.all(images.map((img) => (img.complete ? null : settled(img))));
   const mathNodes = Array.from(document.querySelectorAll("span.math, div.math"));
   const prose = document.body.cloneNode(true);
   prose.querySelectorAll("pre, code, script, style, mjx-container, textarea")
@@ -79,7 +82,8 @@ async () => {
 # The body of a solution (everything after its title) is visible when it occupies space.
 SOLUTION_STATES = r"""
 () => Array.from(document.querySelectorAll(".solution")).map((solution) => {
-  const body = Array.from(solution.children).filter((c) => !c.classList.contains("admonition-title"));
+  const body = Array.from(solution.children)
+    .filter((child) => !child.classList.contains("admonition-title"));
   return {
     id: solution.id || solution.querySelector(".admonition-title")?.textContent.trim(),
     open: body.some((child) => child.getClientRects().length > 0 && child.offsetHeight > 0),
@@ -191,7 +195,7 @@ def _watch(page, problems: list[str]) -> None:
 
 def _await_mathjax(page) -> str | None:
     """Wait until MathJax has typeset the page; returns a problem, or None."""
-    loaded = page.evaluate("() => Boolean(window.MathJax && MathJax.startup && MathJax.startup.promise)")
+    loaded = page.evaluate("() => Boolean(window.MathJax?.startup?.promise)")
     if not loaded:
         return "MathJax did not load: the page's math stays raw TeX"
     try:
@@ -217,7 +221,8 @@ def check_page(browser, base_url: str, page_path: str, screenshot: Path | None) 
             if problem:
                 report.problems.append(problem)
         seen = page.evaluate(INSPECT_PAGE)
-        report.math, report.images, report.solutions = seen["math"], seen["images"], seen["solutions"]
+        report.math, report.images = seen["math"], seen["images"]
+        report.solutions = seen["solutions"]
         if seen["untypeset"]:
             report.problems.append(f"{seen['untypeset']} of {seen['math']} math nodes not typeset")
         if seen["merrors"]:
@@ -297,8 +302,11 @@ def check_book(
                     report.problems.append(f"redirects to a missing page: {target}")
                 reports.append(report)
                 continue
-            shot = None if screenshots is None else Path(screenshots) / (
-                page_path.removesuffix(".html").replace("/", "__") + ".png"
+            shot = (
+                None
+                if screenshots is None
+                else Path(screenshots)
+                / (page_path.removesuffix(".html").replace("/", "__") + ".png")
             )
             reports.append(check_page(browser, base_url, page_path, shot))
         for query, expected in searches:
@@ -310,13 +318,11 @@ def check_book(
 
 def format_reports(reports: list[PageReport]) -> str:
     """A table of the reports; timings are left out (they vary), the problems listed."""
-    lines = [f"{'page':<44} {'math':>5} {'images':>6} {'solutions':>9}  result"]
-    for report in reports:
-        verdict = "ok" if not report.problems else f"{len(report.problems)} problem(s)"
-        lines.append(
-            f"{report.page:<44} {report.math:>5} {report.images:>6} {report.solutions:>9}  {verdict}"
-        )
-        lines.extend(f"    - {problem}" for problem in report.problems)
+    lines = [f"{'page':<40} {'math':>5} {'images':>6} {'solutions':>9}  result"]
+    for r in reports:
+        verdict = "ok" if not r.problems else f"{len(r.problems)} problem(s)"
+        lines.append(f"{r.page:<40} {r.math:>5} {r.images:>6} {r.solutions:>9}  {verdict}")
+        lines.extend(f"    - {problem}" for problem in r.problems)
     return "\n".join(lines)
 
 

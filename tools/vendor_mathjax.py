@@ -47,7 +47,7 @@ def destination(member_name: str) -> str | None:
         return KEEP_FILES[name]
     for source, target in KEEP_FOLDERS.items():
         if name.startswith(source) and not name.endswith("/"):
-            return target + name[len(source):]
+            return target + name[len(source) :]
     return None
 
 
