@@ -105,3 +105,28 @@ def test_tex_error_fails(site, browser):
 def test_search_for_a_word_on_no_page_fails(site, browser):
     found, _ = problems(site, browser, only=[], searches=(("공분산행렬", "korean"),))
     assert any("did not find korean" in problem for problem in found["search.html?q=공분산행렬"])
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        (
+            "https://colab.research.google.com/github/o/r/blob/main/chapters/03_backprop.ipynb",
+            "chapters/03_backprop.ipynb",
+        ),
+        (
+            "https://mybinder.org/v2/gh/o/r/main?urlpath=lab/tree/chapters/03_backprop.ipynb",
+            "chapters/03_backprop.ipynb",
+        ),
+        ("https://github.com/o/r", None),
+    ],
+)
+def test_launch_path(url, path):
+    assert check_pages.launch_path(url) == path
+
+
+def test_launch_button_to_a_missing_notebook_fails(site, browser):
+    colab = "https://colab.research.google.com/github/o/r/blob/main/chapters/gone.ipynb"
+    edit(site / "korean.html", "</body>", f'<a href="{colab}">Colab</a></body>')
+    found, _ = problems(site, browser, only=["korean.html"])
+    assert any("launch button opens no notebook" in problem for problem in found["korean.html"])

@@ -10,7 +10,8 @@ asserts:
 - every image loaded (``naturalWidth > 0``);
 - no console error, uncaught page error, failed request or HTTP error, except the two console
   errors that stock Jupyter Book 1 pages log everywhere (``ALLOWED_CONSOLE_ERRORS``);
-- every exercise solution is a closed dropdown that opens on a click.
+- every exercise solution is a closed dropdown that opens on a click;
+- every launch button (Colab, Binder) points at a notebook that exists in the book's sources.
 
 It also searches the book for Korean words with particles attached (``SEARCHES``), and saves
 a full-page screenshot of every page under ``_build/screenshots/``.
@@ -33,7 +34,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 CHROMIUM = "/usr/bin/chromium"
 # Without these, headless Chromium in a container fails to start (sandbox, GPU) or phones home.
@@ -75,6 +76,8 @@ async () => {
     brokenImages: images.filter((img) => !(img.complete && img.naturalWidth > 0))
                         .map((img) => img.getAttribute("src")),
     solutions: document.querySelectorAll(".solution").length,
+    launch: Array.from(document.querySelectorAll("a[href]")).map((a) => a.href)
+                 .filter((href) => /colab\.research\.google\.com|\/v2\/gh\//.test(href)),
   };
 }
 """
@@ -103,6 +106,17 @@ class PageReport:
 
 
 REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.IGNORECASE)
+
+
+def launch_path(url: str) -> str | None:
+    """The notebook path (relative to the repository) a Colab or Binder launch URL opens."""
+    parts = urlsplit(url)
+    if "colab.research.google.com" in parts.netloc and "/blob/" in parts.path:
+        return parts.path.split("/blob/", 1)[1].split("/", 1)[1]  # after the branch
+    for key in ("urlpath=lab/tree/", "urlpath=tree/", "filepath="):
+        if key in parts.query:
+            return unquote(parts.query.split(key, 1)[1].split("&", 1)[0])
+    return None
 
 
 def redirect_target(html_dir: Path, page_path: str) -> str | None:
@@ -205,7 +219,9 @@ def _await_mathjax(page) -> str | None:
     return None
 
 
-def check_page(browser, base_url: str, page_path: str, screenshot: Path | None) -> PageReport:
+def check_page(
+    browser, base_url: str, page_path: str, screenshot: Path | None, source_dir: Path
+) -> PageReport:
     """Open one page and check what a reader would see; see the module docstring."""
     report = PageReport(page_path)
     start = time.perf_counter()
@@ -231,6 +247,10 @@ def check_page(browser, base_url: str, page_path: str, screenshot: Path | None) 
             report.problems.append(f"raw TeX {marker!r} in the text outside code")
         for src in seen["brokenImages"]:
             report.problems.append(f"image did not load: {src}")
+        for url in seen["launch"]:
+            path = launch_path(url)
+            if path is None or not (source_dir / path).is_file():
+                report.problems.append(f"launch button opens no notebook of the book: {url}")
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
@@ -284,14 +304,19 @@ def check_book(
     executable: str = CHROMIUM,
     searches=SEARCHES,
     only: list[str] | None = None,
+    source_dir: Path | None = None,
 ) -> list[PageReport]:
     """Check every page of the book in ``html_dir`` (or the pages in ``only``) and run the
-    ``searches``; one report per page and per search."""
+    ``searches``; one report per page and per search. ``source_dir``, where the launch buttons'
+    notebooks must be, defaults to the book's root (``html_dir``'s grandparent)."""
     html_dir = Path(html_dir)
+    source_dir = html_dir.resolve().parent.parent if source_dir is None else Path(source_dir)
     pages = html_pages(html_dir)
     if browser is None:
         with chromium(executable) as own_browser:
-            return check_book(html_dir, screenshots, own_browser, executable, searches, only)
+            return check_book(
+                html_dir, screenshots, own_browser, executable, searches, only, source_dir
+            )
     reports = []
     with serve(html_dir) as base_url:
         for page_path in pages if only is None else only:
@@ -308,7 +333,7 @@ def check_book(
                 else Path(screenshots)
                 / (page_path.removesuffix(".html").replace("/", "__") + ".png")
             )
-            reports.append(check_page(browser, base_url, page_path, shot))
+            reports.append(check_page(browser, base_url, page_path, shot, source_dir))
         for query, expected in searches:
             report = PageReport(f"search.html?q={query}")
             report.problems = check_search(browser, base_url, query, expected)
