@@ -22,8 +22,8 @@ CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    return tiny_book.build(tmp_path_factory.mktemp("tiny_book"))
+def built():
+    return tiny_book.build()
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,14 @@
 
 It has what the check looks at: inline and display math, an image, an exercise with its
 solution in a dropdown, and a Korean sentence whose words carry particles. Built once per
-test process (about 5 s) into a temporary folder; tests copy the HTML and damage the copy.
+test process (5-10 s) into a temporary folder; tests copy the HTML and damage the copy.
 """
 
 import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from functools import cache
 from pathlib import Path
@@ -84,9 +85,9 @@ def write_sources(folder: Path) -> Path:
 
 
 @cache
-def build(folder: Path) -> Path:
-    """Build the tiny book in ``folder`` strictly; returns its ``_build/html``."""
-    write_sources(folder)
+def build() -> Path:
+    """Build the tiny book strictly, once per process; returns its ``_build/html``."""
+    folder = write_sources(Path(_BUILD_DIR.name) / "tiny_book")
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
     result = subprocess.run(
         [str(jupyter_book), "build", str(folder), "-W", "-n", "--keep-going"],
@@ -95,3 +96,6 @@ def build(folder: Path) -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"the tiny book did not build:\n{result.stdout}\n{result.stderr}")
     return folder / "_build" / "html"
+
+
+_BUILD_DIR = tempfile.TemporaryDirectory(prefix="tiny_book_")  # removed when the process ends
