@@ -70,7 +70,7 @@ def test_cell_on_colab_clones_the_fork_installs_it_and_enters_its_chapters(
     run_cell(setup_cell.source(url=FORK, branch="spring-term"))
     assert recorded_calls == [
         ["git", "clone", "--depth", "1", "--branch", "spring-term", FORK, "bn-course"],
-        [sys.executable, "-m", "pip", "install", "--quiet", "bn-course"],
+        [sys.executable, "-m", "pip", "install", "--quiet", "./bn-course"],
     ]
     assert Path.cwd() == tmp_path / "bn-course" / "chapters"
 
