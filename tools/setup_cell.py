@@ -48,8 +48,9 @@ if importlib.util.find_spec("bn_lib") is None:
             ["git", "clone", "--depth", "1", "--branch", "{branch}", BOOK_REPOSITORY, BOOK_CLONE],
             check=True,
         )
-    # "./" makes pip read a folder, not a package name on PyPI
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "./" + BOOK_CLONE], check=True)
+    subprocess.run(  # "./": a folder to install, not a package name to look up
+        [sys.executable, "-m", "pip", "install", "--quiet", "./" + BOOK_CLONE], check=True
+    )
     importlib.invalidate_caches()
 if os.path.isdir(os.path.join(BOOK_CLONE, "chapters")):
     os.chdir(os.path.join(BOOK_CLONE, "chapters"))  # the chapter's helper module and data"""
