@@ -130,3 +130,10 @@ def test_launch_button_to_a_missing_notebook_fails(site, browser):
     edit(site / "korean.html", "</body>", f'<a href="{colab}">Colab</a></body>')
     found, _ = problems(site, browser, only=["korean.html"])
     assert any("launch button opens no notebook" in problem for problem in found["korean.html"])
+
+
+def test_folded_cell_shown_open_fails(site, browser):
+    folded = '<details class="hide above-input" open><summary>code</summary><pre>x</pre></details>'
+    edit(site / "korean.html", "</body>", folded + "</body>")
+    found, _ = problems(site, browser, only=["korean.html"])
+    assert any("folded cells" in problem for problem in found["korean.html"])

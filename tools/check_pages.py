@@ -10,7 +10,8 @@ asserts:
 - every image loaded (``naturalWidth > 0``);
 - no console error, uncaught page error, failed request or HTTP error, except the two console
   errors that stock Jupyter Book 1 pages log everywhere (``ALLOWED_CONSOLE_ERRORS``);
-- every exercise solution is a closed dropdown that opens on a click;
+- every exercise solution is a closed dropdown that opens on a click, and every cell the
+  chapter folds away (``hide-input``, ``hide-cell``: plot code, the Colab set-up) is closed;
 - every launch button (Colab, Binder) points at a notebook that exists in the book's sources.
 
 It also searches the book for Korean words with particles attached (``SEARCHES``), and saves
@@ -77,6 +78,7 @@ async () => {
     brokenImages: images.filter((img) => !(img.complete && img.naturalWidth > 0))
                         .map((img) => img.getAttribute("src")),
     solutions: document.querySelectorAll(".solution").length,
+    openHiddenCells: document.querySelectorAll("details.hide[open]").length,
     launch: Array.from(document.querySelectorAll("a[href]")).map((a) => a.href)
                  .filter((href) => /colab\.research\.google\.com|\/v2\/gh\//.test(href)),
   };
@@ -246,6 +248,8 @@ def check_page(
             report.problems.append(f"{seen['merrors']} MathJax errors (mjx-merror)")
         for marker in seen["rawTex"]:
             report.problems.append(f"raw TeX {marker!r} in the text outside code")
+        if seen["openHiddenCells"]:
+            report.problems.append(f"{seen['openHiddenCells']} folded cells (hide-*) shown open")
         for src in seen["brokenImages"]:
             report.problems.append(f"image did not load: {src}")
         for url in seen["launch"]:
