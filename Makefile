@@ -17,12 +17,17 @@ DEVICE ?= cuda
 # oversubscribed BLAS threads slow small matrix products by an order of magnitude.
 SINGLE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help setup book test lint unit nbval book-check lab execute bench verify-gpu clean \
-	student grade course-check
+.PHONY: help setup book test lint unit nbval book-check check-pages pages-if-browser lab execute \
+	bench verify-gpu setup-cell clean student grade course-check
+# The page check drives this Chromium (Debian's `chromium` package); REQUIRE_PAGE_CHECK=1
+# (set by .ci/run) makes `make test` fail when it is missing instead of skipping the check.
+CHROMIUM ?= /usr/bin/chromium
+REQUIRE_PAGE_CHECK ?=
 
 help:
 	@echo "make book        set up .venv, then build the HTML book into _build/html"
 	@echo "make test        set up .venv, then lint, unit tests, strict nbval, book build"
+	@echo "make check-pages open every built page in headless Chromium, offline, and check it"
 	@echo "make lab         JupyterLab on the chapters (LAB=assignments/work for the course)"
 	@echo "make execute     re-execute every notebook in place, each in a fresh kernel"
 	@echo "make bench       speed and memory of bn_lib against PyTorch (CPU)"
@@ -43,11 +48,11 @@ book: setup
 	$(BIN)/jupyter-book build . --keep-going
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
-test: setup lint unit nbval course-check book-check
+test: setup lint unit nbval course-check book-check pages-if-browser
 	@echo "make test: all checks passed"
 
 lint: setup
-	$(BIN)/ruff check bn_lib tests benchmarks chapters tools assignments/tests $(SOURCES)
+	$(BIN)/ruff check bn_lib tests benchmarks chapters tools _ext assignments/tests $(SOURCES)
 
 unit: setup
 	$(SINGLE_THREAD) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -q
@@ -77,6 +82,23 @@ course-check: setup
 	$(SINGLE_THREAD) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
 		-n 2 --dist loadfile -q -p no:cacheprovider $(BLANKS)
 
+# Every built page in a real browser with the network cut: math typeset, images loaded, no
+# errors, solutions hidden; screenshots in _build/screenshots/ (tools/check_pages.py).
+check-pages: setup
+	test -f _build/html/index.html || $(MAKE) book-check
+	$(BIN)/python -m tools.check_pages --html _build/html --screenshots _build/screenshots \
+		--chromium $(CHROMIUM)
+
+# make test: the page check after the strict build, when a Chromium is there to run it.
+pages-if-browser: book-check
+	@if [ -x $(CHROMIUM) ]; then \
+		$(MAKE) --no-print-directory check-pages; \
+	elif [ -n "$(REQUIRE_PAGE_CHECK)" ]; then \
+		echo "make test: REQUIRE_PAGE_CHECK is set but there is no Chromium at $(CHROMIUM)"; exit 1; \
+	else \
+		echo "make test: SKIPPED the page check: no Chromium at $(CHROMIUM) (apt-get install chromium)"; \
+	fi
+
 lab: setup
 	$(BIN)/jupyter lab $(LAB)
 
@@ -99,6 +121,10 @@ verify-gpu:
 	$(if $(VERIFY_PYTHON),,$(MAKE) setup)
 	$(or $(VERIFY_PYTHON),$(BIN)/python) -m tools.verify --device $(DEVICE) --bandwidth \
 		--report 'reports/verification_{device}'
+
+# Make the canonical set-up cell (tools/setup_cell.py) the first code cell of every chapter.
+setup-cell: setup
+	$(BIN)/python -m tools.setup_cell $(NOTEBOOKS)
 
 clean:
 	rm -rf _build .pytest_cache
