@@ -23,6 +23,8 @@ from .functional import (
     batch_norm_backward,
     batch_norm_forward,
     batch_norm_inference,
+    check_channel_vector,
+    check_eps,
     check_input,
 )
 from .module import Module
@@ -42,8 +44,9 @@ class BatchNorm(Module):
             raise ValueError(f"num_features must be a positive integer, got {num_features}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
-        if eps < 0:
-            raise ValueError(f"eps must be non-negative, got {eps}")
+        check_eps(eps, training=False)  # eps = 0 is refused later, by a training forward
+        if not np.issubdtype(np.dtype(dtype), np.floating):
+            raise TypeError(f"dtype must be a floating-point type, got {np.dtype(dtype)}")
         self.num_features = int(num_features)
         self.eps = eps
         self.momentum = momentum
@@ -80,14 +83,29 @@ class BatchNorm(Module):
             raise ValueError(
                 f"expected {self.num_features} channels on axis 1, got input of shape {x.shape}"
             )
+        # every check runs before any state changes: a forward that raises leaves the
+        # layer as it was
         if self.training or not self.track_running_stats:
-            y, self.cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
+            y, cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
+            if self.training and self.track_running_stats:
+                self._check_running_stats()
+            self.cache = cache
             if self.training and self.track_running_stats:
                 self.update_running_stats(m=x.size // self.num_features)
             return y
         y, self.cache = batch_norm_inference(x, self.running_mean, self.running_var,
                                              self.gamma, self.beta, self.eps)
         return y
+
+    def _check_running_stats(self):
+        """Raise, naming the array, unless the running statistics can be updated in place."""
+        for name in ("running_mean", "running_var"):
+            value = getattr(self, name)
+            check_channel_vector(value, name, self.num_features)
+            if not (isinstance(value, np.ndarray) and value.dtype.kind == "f"
+                    and value.flags.writeable):
+                raise TypeError(f"{name} must be a writeable floating-point NumPy array "
+                                "(it is updated in place)")
 
     def update_running_stats(self, m):
         """`eq-04-ema` with the unbiased batch variance of the last forward pass (``m``
