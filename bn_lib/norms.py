@@ -32,6 +32,8 @@ def normalize_groups(groups, eps, layer):
     Returns ``(x_hat, cache)``: x_hat of shape (R, D), and the core's cache for
     :func:`normalize_groups_backward`.
     """
+    if groups.shape[0] == 0:
+        raise ValueError(f"{layer!r} got an empty batch: nothing to normalize")
     if groups.shape[1] <= 1:
         # one value normalizes to 0 whatever it is: a silent constant output
         raise ValueError(

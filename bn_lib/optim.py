@@ -59,11 +59,21 @@ def check_params(params, optimizer):
 
 
 class Optimizer:
-    def __init__(self, params, lr):
+    """Holds the parameters and the settings every optimizer shares: ``weight_decay`` adds
+    weight_decay * value to the gradient (L2, as in torch.optim), ``maximize`` ascends."""
+
+    def __init__(self, params, lr, weight_decay=0.0, maximize=False):
         self.params = check_params(params, type(self).__name__)
         self.lr = check_setting("learning rate", lr, 0.0)
         if self.lr == 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
+        self.weight_decay = check_setting("weight_decay value", weight_decay, 0.0)
+        self.maximize = bool(maximize)
+
+    def gradient(self, value, grad):
+        """The gradient the update uses, in PyTorch's order: negate, then add the decay."""
+        g = -grad if self.maximize else grad
+        return g + self.weight_decay * value if self.weight_decay else g
 
     def step(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -72,15 +82,14 @@ class Optimizer:
 class SGD(Optimizer):
     """v = momentum * v + grad; value -= lr * v (PyTorch's form)."""
 
-    def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0):
-        super().__init__(params, lr)
+    def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0, maximize=False):
+        super().__init__(params, lr, weight_decay, maximize)
         self.momentum = check_setting("momentum value", momentum, 0.0)
-        self.weight_decay = check_setting("weight_decay value", weight_decay, 0.0)
         self.velocity = [np.zeros_like(v) for v, _ in self.params]
 
     def step(self):
         for (value, grad), v in zip(self.params, self.velocity):
-            g = grad + self.weight_decay * value if self.weight_decay else grad
+            g = self.gradient(value, grad)
             if self.momentum:
                 v *= self.momentum
                 v += g
@@ -91,8 +100,9 @@ class SGD(Optimizer):
 class RMSProp(Optimizer):
     """s = alpha * s + (1 - alpha) * grad**2; value -= lr * grad / (sqrt(s) + eps)."""
 
-    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8):
-        super().__init__(params, lr)
+    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 maximize=False):
+        super().__init__(params, lr, weight_decay, maximize)
         # alpha > 1 would make the average of squares negative, and its sqrt NaN
         self.alpha = check_setting("alpha value", alpha, 0.0, 1.0)
         self.eps = check_setting("epsilon value", eps, 0.0)
@@ -100,6 +110,7 @@ class RMSProp(Optimizer):
 
     def step(self):
         for (value, grad), s in zip(self.params, self.square_avg):
+            grad = self.gradient(value, grad)
             s *= self.alpha
             s += (1 - self.alpha) * grad**2
             value -= self.lr * grad / (np.sqrt(s) + self.eps)
@@ -108,8 +119,9 @@ class RMSProp(Optimizer):
 class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba, 2015), as ``torch.optim.Adam``."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__(params, lr)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 maximize=False):
+        super().__init__(params, lr, weight_decay, maximize)
         if np.ndim(betas) != 1 or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.beta1, self.beta2 = (check_setting(f"beta parameter at index {i}", beta, 0.0,
@@ -125,6 +137,7 @@ class Adam(Optimizer):
         c1 = 1 - self.beta1**self.t
         c2 = 1 - self.beta2**self.t
         for (value, grad), m, v in zip(self.params, self.m, self.v):
+            grad = self.gradient(value, grad)
             m *= self.beta1
             m += (1 - self.beta1) * grad
             v *= self.beta2
