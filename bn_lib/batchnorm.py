@@ -11,6 +11,12 @@ Semantics are PyTorch's ``BatchNorm1d``/``BatchNorm2d``:
 * ``affine=False``: no gamma and beta (fixed at 1 and 0, and not parameters);
 * ``track_running_stats=False``: no running statistics (``running_mean`` and
   ``running_var`` are None), and eval mode normalizes with batch statistics too.
+* ``eps`` must be positive for a forward pass with batch statistics (PyTorch's
+  "batch_norm eps must be positive during training"); eval mode accepts eps = 0.
+
+A forward pass checks everything (input, vector lengths, eps) before it changes any
+state, so one that raises leaves the running statistics, ``num_batches_tracked`` and
+the cache as they were.
 
 Both modes are the functional core of :mod:`bn_lib.functional`; the layer adds the state.
 """

@@ -1,18 +1,19 @@
 """Property-based fuzzing of bn_lib against PyTorch (hypothesis).
 
-Random shapes (2-D to 5-D, N = 1 with spatial positions, non-contiguous layouts), dtypes,
-eps and values for the functional core, and random programs of training and eval steps
-with mixed batch sizes for the layer (momentum 0, 1, None or in between, with and
-without affine parameters and running statistics), each step compared with PyTorch
-through ``bn_lib.testing``'s tolerance table. Bounded so the file adds seconds to
-``make test``: a fixed number of examples, derandomized (the same examples on every run,
-so CI is reproducible), and a generous per-example deadline that only catches a hang.
+Random shapes (2-D to 5-D, N = 1 with spatial positions, up to 100,000 channels,
+non-contiguous layouts), dtypes, eps and values for the functional core, and random
+programs of training and eval steps with mixed batch sizes for the layer (momentum 0, 1,
+None or in between, with and without affine parameters and running statistics), each
+step compared with PyTorch through ``bn_lib.testing``'s tolerance table. Bounded so
+the file adds seconds to ``make test``: a fixed number of examples, derandomized (the
+same examples on every run, so CI is reproducible), and a generous per-example deadline
+that only catches a hang.
 """
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import bn_lib
@@ -27,8 +28,11 @@ def inputs(draw, training=True):
     """x (N, C, ...) in float64 or float32, possibly a non-contiguous view, with gamma,
     beta, dy, eps and a seed for the running statistics."""
     dtype = draw(st.sampled_from([np.float64, np.float32]))
-    ndim = draw(st.integers(2, 5))
-    c = draw(st.integers(1, 6))
+    if draw(st.integers(0, 9)) == 0:  # now and then a wide layer: 100,000 channels, (N, C)
+        ndim, c = 2, 100_000
+        event("100,000 channels")
+    else:
+        ndim, c = draw(st.integers(2, 5)), draw(st.integers(1, 6))
     spatial = tuple(draw(st.lists(st.integers(1, 4), min_size=ndim - 2, max_size=ndim - 2)))
     n = draw(st.integers(1 if (training and np.prod(spatial) > 1) or not training else 2, 6))
     seed = draw(st.integers(0, 2**32 - 1))
