@@ -83,7 +83,12 @@ class BatchNorm(Module):
 
     def forward(self, x):
         """(N, C, ...) -> (N, C, ...): batch statistics in training mode (and always
-        without running statistics), the running ones in eval mode."""
+        without running statistics), the running ones in eval mode.
+
+        As in PyTorch, training updates the running statistics only while
+        ``track_running_stats`` is true, and eval mode uses them whenever they exist: a
+        layer built with them and switched to ``track_running_stats = False`` keeps
+        them frozen and still normalizes with them in eval mode."""
         x = check_input(x)
         if x.shape[1] != self.num_features:
             raise ValueError(
@@ -91,7 +96,7 @@ class BatchNorm(Module):
             )
         # every check runs before any state changes: a forward that raises leaves the
         # layer as it was
-        if self.training or not self.track_running_stats:
+        if self.training or self.running_mean is None:
             y, cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
             if self.training and self.track_running_stats:
                 self._check_running_stats()

@@ -3,7 +3,8 @@
 Random shapes (2-D to 5-D, N = 1 with spatial positions, up to 100,000 channels,
 non-contiguous layouts), dtypes, eps and values for the functional core, and random
 programs of training and eval steps with mixed batch sizes for the layer (momentum 0, 1,
-None or in between, with and without affine parameters and running statistics), each
+None or in between, with and without affine parameters and running statistics, and
+``track_running_stats`` switched off midway), each
 step compared with PyTorch through ``bn_lib.testing``'s tolerance table. Bounded so
 the file adds seconds to ``make test``: a fixed number of examples, derandomized (the
 same examples on every run, so CI is reproducible), and a generous per-example deadline
@@ -88,13 +89,15 @@ def test_functional_inference_matches_torch(case):
 
 @st.composite
 def programs(draw):
-    """A layer configuration and a list of ("train" | "eval", batch size) steps."""
+    """A layer configuration and a list of ("train" | "eval" | "untrack", batch size)
+    steps."""
     c = draw(st.integers(1, 5))
     spatial = tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=2)))
     momentum = draw(st.one_of(st.sampled_from([0.0, 1.0, None, 0.1]), st.floats(0.0, 1.0)))
     affine, track = draw(st.booleans()), draw(st.booleans())
-    steps = draw(st.lists(st.tuples(st.sampled_from(["train", "eval"]), st.integers(1, 6)),
-                          min_size=1, max_size=6))
+    # "untrack" switches track_running_stats off mid-program (the statistics freeze)
+    steps = draw(st.lists(st.tuples(st.sampled_from(["train", "eval", "untrack"]),
+                                    st.integers(1, 6)), min_size=1, max_size=6))
     return c, spatial, momentum, affine, track, steps, draw(st.integers(0, 2**32 - 1))
 
 
@@ -113,6 +116,9 @@ def test_layer_programs_match_torch(program):
             theirs.weight.copy_(to_torch(ours.gamma))
             theirs.bias.copy_(to_torch(ours.beta))
     for step, (mode, n) in enumerate(steps):
+        if mode == "untrack":
+            ours.track_running_stats = theirs.track_running_stats = False
+            continue
         x = rng.standard_normal((n, c) + spatial) * (1 + step) + 3 * step
         batch_statistics = mode == "train" or not track
         if batch_statistics and n * int(np.prod(spatial)) == 1:

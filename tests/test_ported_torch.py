@@ -349,21 +349,27 @@ def test_batchnorm_simple_average():
     np.testing.assert_allclose(ours.running_var, (singles[0][1] + singles[1][1]) / 2)
 
 
-# test_nn.py, TestNN.test_batchnorm_buffer_update_when_stats_are_not_tracked: switching
-# track_running_stats off after construction freezes the buffers and the counter
+# test_nn.py, TestNNDeviceType.test_batchnorm_buffer_update_when_stats_are_not_tracked:
+# switching track_running_stats off after construction freezes the buffers and the
+# counter; added here: eval mode then still normalizes with those frozen buffers
 def test_batchnorm_buffer_update_when_stats_are_not_tracked():
-    x = np.random.default_rng(7).random((32, 4))
+    rng = np.random.default_rng(7)
     theirs = torch.nn.BatchNorm1d(4, track_running_stats=True).double()
-    theirs.track_running_stats = False
     ours = bn_lib.BatchNorm(4)
+    x = rng.random((32, 4))
+    close(ours.forward(x), theirs(to_torch(x)), "y while tracking")  # buffers not 0 and 1
+    theirs.track_running_stats = False
     ours.track_running_stats = False
-    close(ours.forward(x), theirs(to_torch(x)), "y")
+    x = rng.random((32, 4))
+    close(ours.forward(x), theirs(to_torch(x)), "train y")
     close(ours.running_mean, theirs.running_mean, "running_mean")
     close(ours.running_var, theirs.running_var, "running_var")
-    assert ours.num_batches_tracked == int(theirs.num_batches_tracked) == 0
+    assert ours.num_batches_tracked == int(theirs.num_batches_tracked) == 1
+    close(ours.eval().forward(x), theirs.eval()(to_torch(x)), "eval y")
 
 
-# test_nn.py, TestNNDeviceType._test_batchnorm_update_stats / _test_batchnorm_eval:
+# After test_nn.py's _test_batchnorm_update_stats and _test_batchnorm_eval (their bodies
+# were not in the copy searched, so this checks what their names state, not their lines):
 # num_batches_tracked counts training steps only, and an eval forward is the same on
 # every call and for every batch composition
 def test_batchnorm_update_stats_and_eval():
