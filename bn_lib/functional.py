@@ -178,13 +178,8 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
     variance of the centred values: the one-pass E[x^2] - E[x]^2 would lose float32's
     precision to cancellation when the mean is large compared with the spread.
     """
-    return normalize_with_batch_statistics(x, gamma, beta, check_eps(eps, training=True))
-
-
-def normalize_with_batch_statistics(x, gamma, beta, eps):
-    """:func:`batch_norm_forward` without its check of eps, which the caller has done:
-    LayerNorm and GroupNorm accept eps = 0 (PyTorch does), BatchNorm in training does not."""
     x = check_input(x)
+    eps = check_eps(eps, training=True)
     num_channels = x.shape[1]
     m = x.size // num_channels
     if m <= 1:

@@ -7,7 +7,8 @@ view the values that share statistics as one "channel" of a (1, R, D) array (R g
 D values), normalize with ``batch_norm_forward`` (gamma = 1, beta = 0), reshape back and
 apply the per-feature gamma and beta. The backward pass is the same compact formula
 (chapter 03, `eq-03-dx`) through ``batch_norm_backward``. Neither layer keeps running
-statistics: train and eval mode agree.
+statistics: train and eval mode agree. Like the core, both need eps > 0 (PyTorch also
+accepts eps = 0 here, where a constant group normalizes to NaN).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import numpy as np
 
 from .functional import (
     batch_norm_backward,
+    batch_norm_forward,
     check_eps,
     check_input,
     check_real,
-    normalize_with_batch_statistics,
     per_channel,
 )
 from .module import Module
@@ -41,8 +42,7 @@ def normalize_groups(groups, eps, layer):
             f"{groups.shape[1]}"
         )
     rows = groups.shape[0]
-    x_hat, cache = normalize_with_batch_statistics(groups[np.newaxis], np.ones(rows),
-                                                   np.zeros(rows), eps)
+    x_hat, cache = batch_norm_forward(groups[np.newaxis], np.ones(rows), np.zeros(rows), eps)
     return x_hat[0], cache
 
 
@@ -69,7 +69,7 @@ class LayerNorm(Module):
     def __init__(self, num_features, eps=1e-5):
         super().__init__()
         self.num_features = num_features
-        self.eps = check_eps(eps, training=False, what="LayerNorm")
+        self.eps = check_eps(eps, training=True, what="LayerNorm")
         self.gamma = np.ones(num_features)
         self.beta = np.zeros(num_features)
         self.init_grads()
@@ -117,7 +117,7 @@ class GroupNorm(Module):
                 f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"
             )
         self.num_groups, self.num_channels = num_groups, num_channels
-        self.eps = check_eps(eps, training=False, what="GroupNorm")
+        self.eps = check_eps(eps, training=True, what="GroupNorm")
         self.gamma = np.ones(num_channels)
         self.beta = np.zeros(num_channels)
         self.init_grads()

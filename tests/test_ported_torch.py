@@ -388,17 +388,20 @@ def test_batchnorm_update_stats_and_eval():
     assert ours.num_batches_tracked == int(theirs.num_batches_tracked) == 3
 
 
-# test_nn.py, TestNNDeviceType._test_LayerNorm_general, one-axis normalized shapes: with
-# eps = 0 LayerNorm gives mean 0 and variance 1 per row, then applies weight and bias;
-# bad shapes raise
+# test_nn.py, TestNNDeviceType._test_LayerNorm_general, one-axis normalized shapes:
+# LayerNorm gives mean 0 and variance 1 per row (to 1e-5), then applies weight and bias;
+# bad shapes raise. PyTorch's test uses eps = 0, which bn_lib refuses (as BatchNorm in
+# training does); eps = 1e-5 moves the variance by var / (var + eps) - 1, about 1e-6 here.
 @pytest.mark.parametrize("ndim", [2, 3, 4, 5])
 def test_layernorm_general(ndim):
     rng = np.random.default_rng(9 + ndim)
     shape = tuple(rng.integers(3, 6, ndim))
     x = rng.uniform(0, 10, shape)
-    ours = bn_lib.LayerNorm(shape[-1], eps=0.0)
+    with pytest.raises(ValueError, match="LayerNorm eps must be positive"):
+        bn_lib.LayerNorm(shape[-1], eps=0.0)
+    ours = bn_lib.LayerNorm(shape[-1], eps=1e-5)
     y = ours.forward(x)
-    close(y, torch.nn.LayerNorm(shape[-1], eps=0.0).double()(to_torch(x)), "y")
+    close(y, torch.nn.LayerNorm(shape[-1], eps=1e-5).double()(to_torch(x)), "y")
     assert np.abs(y.mean(axis=-1)).mean() < 1e-5
     assert abs(y.var(axis=-1).mean() - 1) < 1e-5
     scale, bias = rng.uniform(0.2, 2, 2)
@@ -417,8 +420,8 @@ def test_layernorm_general_bad_shapes(norm_size, input_shape):
 
 
 # test_nn.py, TestNNDeviceType._test_GroupNorm_general: good shapes normalize each group
-# to mean 0, variance 1 (eps = 0), then apply per-channel weight and bias; bad group
-# counts raise
+# to mean 0, variance 1 (to 1e-3; eps = 1e-5 where PyTorch's test uses 0, which bn_lib
+# refuses), then apply per-channel weight and bias; bad group counts raise
 @pytest.mark.parametrize("shape,groups", [((1, 2, 3, 4), 2), ((2, 3, 10), 3),
                                           ((3, 1, 1, 1, 2), 1), ((2, 6, 4, 2, 2), 3),
                                           ((1, 256, 1, 1), 32)])
@@ -426,7 +429,9 @@ def test_groupnorm_general(shape, groups):
     rng = np.random.default_rng(10)
     x, dy = rng.uniform(0, 10, shape), rng.standard_normal(shape)
     b, c = shape[:2]
-    ours, theirs = bn_lib.GroupNorm(groups, c, eps=0.0), torch.nn.GroupNorm(groups, c, eps=0.0)
+    with pytest.raises(ValueError, match="GroupNorm eps must be positive"):
+        bn_lib.GroupNorm(groups, c, eps=0.0)
+    ours, theirs = bn_lib.GroupNorm(groups, c, eps=1e-5), torch.nn.GroupNorm(groups, c, eps=1e-5)
     theirs = theirs.double()
     ours.gamma[...] = rng.uniform(0.2, 2, c)
     ours.beta[...] = rng.uniform(0.2, 2, c)
@@ -461,9 +466,10 @@ def test_groupnorm_raises_error_if_one_value_per_group():
         bn_lib.GroupNorm(10, 10).forward(x)
 
 
-# test_nn.py, TestNNDeviceType._test_InstanceNorm_general (track_running_stats=False, eps
-# = 0): each (example, channel) normalized to mean 0 and variance 1, and eval mode the
-# same as training. bn_lib's InstanceNorm is GroupNorm with one channel per group.
+# test_nn.py, TestNNDeviceType._test_InstanceNorm_general (track_running_stats=False):
+# each (example, channel) normalized to mean 0 and variance 1 (to 1e-5; eps = 1e-5 where
+# PyTorch's test uses 0), and eval mode the same as training. bn_lib's InstanceNorm is
+# GroupNorm with one channel per group.
 @pytest.mark.parametrize("shape", [(3, 4, 9), (3, 4, 3, 3), (3, 4, 2, 2, 2)])
 def test_instancenorm_general(shape):
     rng = np.random.default_rng(12)
@@ -471,7 +477,7 @@ def test_instancenorm_general(shape):
     b, c = shape[:2]
     cls = {3: torch.nn.InstanceNorm1d, 4: torch.nn.InstanceNorm2d,
            5: torch.nn.InstanceNorm3d}[len(shape)]
-    theirs, ours = cls(c, eps=0.0).double(), bn_lib.GroupNorm(c, c, eps=0.0)
+    theirs, ours = cls(c, eps=1e-5).double(), bn_lib.GroupNorm(c, c, eps=1e-5)
     xt = to_torch(x, requires_grad=True)
     yt = theirs(xt)
     (dxt,) = torch.autograd.grad(yt, xt, to_torch(dy))
