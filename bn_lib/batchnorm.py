@@ -11,6 +11,12 @@ Semantics are PyTorch's ``BatchNorm1d``/``BatchNorm2d``:
 * ``affine=False``: no gamma and beta (fixed at 1 and 0, and not parameters);
 * ``track_running_stats=False``: no running statistics (``running_mean`` and
   ``running_var`` are None), and eval mode normalizes with batch statistics too.
+* ``eps`` must be positive for a forward pass with batch statistics (PyTorch's
+  "batch_norm eps must be positive during training"); eval mode accepts eps = 0.
+
+A forward pass checks everything (input, vector lengths, eps) before it changes any
+state, so one that raises leaves the running statistics, ``num_batches_tracked`` and
+the cache as they were.
 
 Both modes are the functional core of :mod:`bn_lib.functional`; the layer adds the state.
 """
@@ -23,6 +29,8 @@ from .functional import (
     batch_norm_backward,
     batch_norm_forward,
     batch_norm_inference,
+    check_channel_vector,
+    check_eps,
     check_input,
 )
 from .module import Module
@@ -42,8 +50,9 @@ class BatchNorm(Module):
             raise ValueError(f"num_features must be a positive integer, got {num_features}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
-        if eps < 0:
-            raise ValueError(f"eps must be non-negative, got {eps}")
+        check_eps(eps, training=False)  # eps = 0 is refused later, by a training forward
+        if not np.issubdtype(np.dtype(dtype), np.floating):
+            raise TypeError(f"dtype must be a floating-point type, got {np.dtype(dtype)}")
         self.num_features = int(num_features)
         self.eps = eps
         self.momentum = momentum
@@ -74,20 +83,40 @@ class BatchNorm(Module):
 
     def forward(self, x):
         """(N, C, ...) -> (N, C, ...): batch statistics in training mode (and always
-        without running statistics), the running ones in eval mode."""
+        without running statistics), the running ones in eval mode.
+
+        As in PyTorch, training updates the running statistics only while
+        ``track_running_stats`` is true, and eval mode uses them whenever they exist: a
+        layer built with them and switched to ``track_running_stats = False`` keeps
+        them frozen and still normalizes with them in eval mode."""
         x = check_input(x)
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"expected {self.num_features} channels on axis 1, got input of shape {x.shape}"
             )
-        if self.training or not self.track_running_stats:
-            y, self.cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
+        # every check runs before any state changes: a forward that raises leaves the
+        # layer as it was
+        if self.training or self.running_mean is None:
+            y, cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
+            if self.training and self.track_running_stats:
+                self._check_running_stats()
+            self.cache = cache
             if self.training and self.track_running_stats:
                 self.update_running_stats(m=x.size // self.num_features)
             return y
         y, self.cache = batch_norm_inference(x, self.running_mean, self.running_var,
                                              self.gamma, self.beta, self.eps)
         return y
+
+    def _check_running_stats(self):
+        """Raise, naming the array, unless the running statistics can be updated in place."""
+        for name in ("running_mean", "running_var"):
+            value = getattr(self, name)
+            check_channel_vector(value, name, self.num_features)
+            if not (isinstance(value, np.ndarray) and value.dtype.kind == "f"
+                    and value.flags.writeable):
+                raise TypeError(f"{name} must be a writeable floating-point NumPy array "
+                                "(it is updated in place)")
 
     def update_running_stats(self, m):
         """`eq-04-ema` with the unbiased batch variance of the last forward pass (``m``

@@ -30,6 +30,7 @@ __all__ = [
     "per_channel",
     "check_input",
     "check_channel_vector",
+    "check_eps",
 ]
 
 
@@ -49,18 +50,45 @@ def check_input(x, name="x"):
             f"{name} must be a floating-point array, got dtype {x.dtype}; "
             f"convert it first, e.g. {name}.astype(np.float32)"
         )
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} has no channels: axis 1 of shape {x.shape} is empty")
     return x
+
+
+def check_real(value, name):
+    """Return ``value`` as an ndarray of real numbers (ints, floats or bools), or raise.
+
+    A complex array is refused: NumPy would drop its imaginary part with only a warning.
+    """
+    value = np.asarray(value)
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real-valued array, got dtype {value.dtype}")
+    return value
 
 
 def check_channel_vector(value, name, num_channels):
     """Return ``value`` as a float64 array of shape (num_channels,), or raise naming it."""
-    value = np.asarray(value)
+    value = check_real(value, name)
     if value.shape != (num_channels,):
         raise ValueError(
             f"{name} must have shape ({num_channels},), one value per channel, "
             f"got shape {value.shape}"
         )
     return value.astype(np.float64, copy=False)
+
+
+def check_eps(eps, training, what="batch_norm"):
+    """Return ``eps`` as a float, or raise: training mode needs eps > 0 (a constant channel
+    has variance 0, and 1 / sqrt(0) is inf), as PyTorch requires; eval mode needs eps >= 0.
+    ``what`` names the caller in the message."""
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer,
+                                                                  np.floating)):
+        raise TypeError(f"{what} eps must be a number, got {type(eps).__name__}")
+    if training and not eps > 0:
+        raise ValueError(f"{what} eps must be positive during training, but got {eps}")
+    if not eps >= 0:
+        raise ValueError(f"{what} eps must be non-negative, but got {eps}")
+    return float(eps)
 
 
 def per_channel(vector, like):
@@ -83,8 +111,12 @@ def channel_sum(a):
 
 def channel_dot(a, b):
     """Per-channel sum of a * b: two (N, C, ...) arrays -> float64 (C,), without
-    materializing the product."""
-    return np.einsum("ncl,ncl->c", _as_rows(a), _as_rows(b)).astype(np.float64)
+    materializing the product.
+
+    ``einsum`` casts its operands to float64 in small buffers and accumulates in float64:
+    left in float32, its running sum over millions of values loses about 1e-3 of the result.
+    """
+    return np.einsum("ncl,ncl->c", _as_rows(a), _as_rows(b), dtype=np.float64)
 
 
 def _as_rows(a):
@@ -140,11 +172,15 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
     :func:`batch_norm_backward` and carries the batch mean and biased variance, which the
     layer turns into running statistics (chapter 04).
 
+    ``eps`` must be positive, as in PyTorch: with eps = 0 a constant channel (variance 0)
+    would normalize to 0/0 = NaN, with only a RuntimeWarning (chapter 02 discusses eps).
+
     The statistics take two passes with float64 accumulators, the mean first, then the
     variance of the centred values: the one-pass E[x^2] - E[x]^2 would lose float32's
     precision to cancellation when the mean is large compared with the spread.
     """
     x = check_input(x)
+    eps = check_eps(eps, training=True)
     num_channels = x.shape[1]
     m = x.size // num_channels
     if m <= 1:
@@ -173,6 +209,7 @@ def batch_norm_inference(x, running_mean, running_var, gamma, beta, eps=1e-5):
     which is why it can be folded into the layer before it (`eq-04-fold`).
     """
     x = check_input(x)
+    eps = check_eps(eps, training=False)
     c = x.shape[1]
     mean = check_channel_vector(running_mean, "running_mean", c).copy()
     var = check_channel_vector(running_var, "running_var", c).copy()
@@ -195,7 +232,12 @@ def batch_norm_backward(dy, cache):
 
     in eval mode (constant statistics) simply dy * gamma * inv_std.
     """
-    dy = np.asarray(dy)
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(
+            "cache must be the BatchNormCache returned by batch_norm_forward or "
+            f"batch_norm_inference, got {type(cache).__name__}"
+        )
+    dy = check_real(dy, "dy")
     centred, inv_std = cache.centred, cache.inv_std
     if dy.shape != centred.shape:
         raise ValueError(

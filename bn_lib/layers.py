@@ -143,7 +143,7 @@ class ReLU(Module):
 
     def forward(self, x):
         self.mask = x > 0
-        return np.where(self.mask, x, 0.0).astype(x.dtype, copy=False)
+        return np.maximum(x, 0)  # propagates NaN, as torch.relu does (NaN > 0 is False)
 
     def backward(self, dy):
         self._require_forward("mask")
@@ -180,12 +180,12 @@ class Tanh(Module):
 
 class Dropout(Module):
     """Inverted dropout: in training, zero each unit with probability p and scale the
-    survivors by 1/(1-p), so eval mode is the identity."""
+    survivors by 1/(1-p), so eval mode is the identity. p = 1 zeroes every unit."""
 
     def __init__(self, p=0.5, rng=0):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
         self.p = p
         self.rng = _rng(rng)
         self.mask = None
@@ -197,7 +197,9 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             self.mask = np.ones((1,) * np.ndim(x))
             return x
-        self.mask = (self.rng.random(x.shape) >= self.p) / (1.0 - self.p)
+        keep = self.rng.random(np.shape(x)) >= self.p
+        # p = 1 drops everything (PyTorch returns zeros); avoid the 0 * inf = NaN of 1/(1-p)
+        self.mask = keep / (1.0 - self.p) if self.p < 1.0 else np.zeros(np.shape(x))
         return x * self.mask
 
     def backward(self, dy):

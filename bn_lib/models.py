@@ -26,6 +26,14 @@ def mlp(sizes, activation="relu", norm=None, dropout=0.0, init_scale=None, seed=
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if norm == "group":
+        for width in sizes[1:-1]:
+            if width % num_groups or width // num_groups < 2:
+                # on (N, width) input a group of one feature normalizes to 0 whatever it is
+                raise ValueError(
+                    f"norm='group' needs every hidden width divisible by num_groups "
+                    f"({num_groups}) into groups of at least 2 features, got width {width}"
+                )
     rng = np.random.default_rng(seed)
     layers = []
     for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):

@@ -7,30 +7,51 @@ view the values that share statistics as one "channel" of a (1, R, D) array (R g
 D values), normalize with ``batch_norm_forward`` (gamma = 1, beta = 0), reshape back and
 apply the per-feature gamma and beta. The backward pass is the same compact formula
 (chapter 03, `eq-03-dx`) through ``batch_norm_backward``. Neither layer keeps running
-statistics: train and eval mode agree.
+statistics: train and eval mode agree. Like the core, both need eps > 0 (PyTorch also
+accepts eps = 0 here, where a constant group normalizes to NaN).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .functional import batch_norm_backward, batch_norm_forward, check_input, per_channel
+from .functional import (
+    batch_norm_backward,
+    batch_norm_forward,
+    check_eps,
+    check_input,
+    check_real,
+    per_channel,
+)
 from .module import Module
 
 
-def normalize_groups(groups, eps):
-    """Normalize each row of ``groups`` (R, D) over its D values.
+def normalize_groups(groups, eps, layer):
+    """Normalize each row of ``groups`` (R, D) over its D values; ``layer`` names the
+    caller in errors.
 
     Returns ``(x_hat, cache)``: x_hat of shape (R, D), and the core's cache for
     :func:`normalize_groups_backward`.
     """
+    if groups.shape[0] == 0:
+        raise ValueError(f"{layer!r} got an empty batch: nothing to normalize")
     if groups.shape[1] <= 1:
+        # one value normalizes to 0 whatever it is: a silent constant output
         raise ValueError(
-            f"expected more than 1 value to normalize over, got groups of {groups.shape[1]}"
+            f"{layer!r}: expected more than 1 value to normalize over, got groups of "
+            f"{groups.shape[1]}"
         )
     rows = groups.shape[0]
     x_hat, cache = batch_norm_forward(groups[np.newaxis], np.ones(rows), np.zeros(rows), eps)
     return x_hat[0], cache
+
+
+def check_dy(dy, shape):
+    """``dy`` as a real array of the forward input's ``shape``, or raise."""
+    dy = check_real(dy, "dy")
+    if dy.shape != shape:
+        raise ValueError(f"dy has shape {dy.shape} but the forward input had shape {shape}")
+    return dy
 
 
 def normalize_groups_backward(dx_hat, cache):
@@ -47,7 +68,8 @@ class LayerNorm(Module):
 
     def __init__(self, num_features, eps=1e-5):
         super().__init__()
-        self.num_features, self.eps = num_features, eps
+        self.num_features = num_features
+        self.eps = check_eps(eps, training=True, what="LayerNorm")
         self.gamma = np.ones(num_features)
         self.beta = np.zeros(num_features)
         self.init_grads()
@@ -63,14 +85,14 @@ class LayerNorm(Module):
                 f"LayerNorm({self.num_features}) got input of shape {x.shape}"
             )
         self.shape = x.shape
-        x_hat, self.cache = normalize_groups(x.reshape(-1, self.num_features), self.eps)
+        x_hat, self.cache = normalize_groups(x.reshape(-1, self.num_features), self.eps, self)
         self.x_hat = x_hat
         y = x_hat * self.gamma.astype(x.dtype) + self.beta.astype(x.dtype)
         return y.reshape(x.shape)
 
     def backward(self, dy):
         self._require_forward("cache")
-        rows = np.asarray(dy).reshape(-1, self.num_features)
+        rows = check_dy(dy, self.shape).reshape(-1, self.num_features)
         self.dgamma[...] = (rows * self.x_hat).sum(axis=0)
         self.dbeta[...] = rows.sum(axis=0)
         dx_hat = rows * self.gamma
@@ -94,7 +116,8 @@ class GroupNorm(Module):
             raise ValueError(
                 f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"
             )
-        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.num_groups, self.num_channels = num_groups, num_channels
+        self.eps = check_eps(eps, training=True, what="GroupNorm")
         self.gamma = np.ones(num_channels)
         self.beta = np.zeros(num_channels)
         self.init_grads()
@@ -111,13 +134,13 @@ class GroupNorm(Module):
             )
         self.shape = x.shape
         groups = x.reshape(x.shape[0] * self.num_groups, -1)
-        x_hat, self.cache = normalize_groups(groups, self.eps)
+        x_hat, self.cache = normalize_groups(groups, self.eps, self)
         self.x_hat = x_hat.reshape(x.shape)
         return self.x_hat * per_channel(self.gamma, x) + per_channel(self.beta, x)
 
     def backward(self, dy):
         self._require_forward("cache")
-        dy = np.asarray(dy)
+        dy = check_dy(dy, self.shape)
         axes = (0,) + tuple(range(2, dy.ndim))
         self.dgamma[...] = (dy * self.x_hat).sum(axis=axes)
         self.dbeta[...] = dy.sum(axis=axes)

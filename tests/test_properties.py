@@ -44,27 +44,31 @@ def test_output_has_zero_mean_and_variance_var_over_var_plus_eps(x):
 @settings(max_examples=60, deadline=None)
 @given(batches(), st.floats(0.01, 100), st.floats(-1000, 1000))
 def test_invariant_to_positive_scale_and_shift(x, scale, shift):
-    """With eps = 0 the output ignores any positive scaling and shift of the input."""
+    """BN(scale * x + shift) with eps * scale**2 equals BN(x) with eps: the output ignores
+    the input's scale and shift up to eps (bn_lib, like PyTorch, refuses eps = 0)."""
     c = x.shape[1]
     gamma = np.linspace(0.5, 2, c)
     beta = np.linspace(-1, 1, c)
-    y, _ = bn_lib.batch_norm_forward(x, gamma, beta, eps=0.0)
-    y2, _ = bn_lib.batch_norm_forward(scale * x + shift, gamma, beta, eps=0.0)
+    y, _ = bn_lib.batch_norm_forward(x, gamma, beta, eps=EPS)
+    y2, _ = bn_lib.batch_norm_forward(scale * x + shift, gamma, beta, eps=EPS * scale**2)
     np.testing.assert_allclose(y2, y, atol=1e-6)
 
 
 @settings(max_examples=60, deadline=None)
 @given(batches(), st.integers(0, 2**32 - 1))
 def test_gradient_sums_to_zero_per_channel(x, seed):
-    """sum(dx) = 0 and, at eps = 0, sum(dx * x_hat) = 0 (chapter 03's two identities)."""
+    """sum(dx) = 0 and sum(dx * x_hat) = gamma * inv_std * dgamma * eps / (var + eps)
+    (chapter 03's two identities; the second is 0 at eps = 0)."""
     c = x.shape[1]
+    gamma = np.linspace(0.5, 2, c)
     dy = np.random.default_rng(seed).standard_normal(x.shape)
-    y, cache = bn_lib.batch_norm_forward(x, np.linspace(0.5, 2, c), np.zeros(c), eps=0.0)
-    dx, _, _ = bn_lib.batch_norm_backward(dy, cache)
+    y, cache = bn_lib.batch_norm_forward(x, gamma, np.zeros(c), eps=EPS)
+    dx, dgamma, _ = bn_lib.batch_norm_backward(dy, cache)
     axes = channel_axes(x)
     scale = np.abs(dy).sum(axis=axes) * cache.inv_std * 2
     assert np.all(np.abs(dx.sum(axis=axes)) <= 1e-9 * scale)
-    assert np.all(np.abs((dx * cache.x_hat).sum(axis=axes)) <= 1e-8 * scale)
+    along_x_hat = gamma * cache.inv_std * dgamma * EPS / (cache.var + EPS)
+    assert np.all(np.abs((dx * cache.x_hat).sum(axis=axes) - along_x_hat) <= 1e-8 * scale)
 
 
 @settings(max_examples=40, deadline=None)
