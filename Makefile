@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TRITON_STAMP := $(VENV)/.installed-triton
 NOTEBOOKS ?= $(sort $(wildcard chapters/*.ipynb))
 # The course: sources with solutions, the blanks generated from them, the learner's copies.
 SOURCES := $(sort $(wildcard assignments/source/*.ipynb))
@@ -17,7 +18,7 @@ DEVICE ?= cuda
 # oversubscribed BLAS threads slow small matrix products by an order of magnitude.
 SINGLE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help setup book test lint unit nbval book-check check-pages pages-if-browser lab execute \
+.PHONY: help setup setup-triton book test lint unit nbval book-check check-pages pages-if-browser lab execute \
 	bench verify-gpu setup-cell clean student grade course-check
 # The page check drives this Chromium (Debian's `chromium` package); REQUIRE_PAGE_CHECK=1
 # (set by .ci/run) makes `make test` fail when it is missing instead of skipping the check.
@@ -44,20 +45,28 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
+# Triton (about 1 GB) for bn_triton, chapter 07's kernels: the tests and the notebooks need
+# it, the book's build does not, so `make book` skips it.
+$(TRITON_STAMP): requirements-triton.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-triton.txt
+	touch $(TRITON_STAMP)
+
+setup-triton: $(TRITON_STAMP)
+
 book: setup
 	$(BIN)/jupyter-book build . --keep-going
 	@echo "The book: $(CURDIR)/_build/html/index.html"
 
-test: setup lint unit nbval course-check book-check pages-if-browser
+test: setup setup-triton lint unit nbval course-check book-check pages-if-browser
 	@echo "make test: all checks passed"
 
 lint: setup
-	$(BIN)/ruff check bn_lib tests benchmarks chapters tools _ext assignments/tests $(SOURCES)
+	$(BIN)/ruff check bn_lib bn_triton tests benchmarks chapters tools _ext assignments/tests $(SOURCES)
 
-unit: setup
+unit: setup-triton
 	$(SINGLE_THREAD) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -q
 
-nbval: setup
+nbval: setup-triton
 	$(SINGLE_THREAD) $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-n 2 --dist loadfile -q -p no:cacheprovider $(NOTEBOOKS)
 
@@ -99,10 +108,10 @@ pages-if-browser: book-check
 		echo "make test: SKIPPED the page check: no Chromium at $(CHROMIUM) (apt-get install chromium)"; \
 	fi
 
-lab: setup
+lab: setup-triton
 	$(BIN)/jupyter lab $(LAB)
 
-execute: setup
+execute: setup-triton
 	@for nb in $(NOTEBOOKS); do \
 		echo "executing $$nb"; \
 		$(SINGLE_THREAD) $(BIN)/jupyter nbconvert --to notebook --execute --inplace \

@@ -78,8 +78,10 @@ def _row_block(length, widest=1024, narrowest=16):
     if length < narrowest:
         return _next_power_of_2(length)
     widths = [w for w in (2**k for k in range(4, 11)) if narrowest <= w <= widest]
+
     def padding(w):
         return (triton.cdiv(length, w) * w - length) / length
+
     fitting = [w for w in widths if padding(w) <= 1 / 8]
     return max(fitting) if fitting else min(widths, key=padding)
 
@@ -90,14 +92,15 @@ def _num_sms(device):
     return 1  # the interpreter runs one program at a time
 
 
-def launch_config(shape, dtype, device, tile_bytes=TILE_BYTES, num_warps=None,
-                  programs_per_sm=PROGRAMS_PER_SM):
+def launch_config(shape, dtype, device="cuda", tile_bytes=TILE_BYTES, num_warps=None,
+                  programs_per_sm=PROGRAMS_PER_SM, num_sms=None):
     """The default :class:`LaunchConfig` for input of ``shape`` and ``dtype``.
 
     Images (L > 1): one channel per program and block_l values of a row (contiguous);
-    (N, C): up to 128 neighbouring channels (contiguous) and block_n rows. The rows are
-    split into groups until the grid has about ``programs_per_sm`` programs per
-    multiprocessor.
+    (N, C): up to 128 neighbouring channels (contiguous) and block_n rows. A tile holds
+    ``tile_bytes`` of x. The rows are split into groups until the grid has about
+    ``programs_per_sm`` programs per multiprocessor (``num_sms``, read off ``device``
+    when not given).
     """
     n, c = shape[0], shape[1]
     length = math.prod(shape[2:])
@@ -109,7 +112,9 @@ def launch_config(shape, dtype, device, tile_bytes=TILE_BYTES, num_warps=None,
         block_c, block_l = min(_next_power_of_2(c), 128), 1
     block_n = max(1, min(_next_power_of_2(n), tile // (block_c * block_l)))
     channel_blocks = triton.cdiv(c, block_c)
-    wanted = programs_per_sm * _num_sms(torch.device(device))
+    if num_sms is None:
+        num_sms = _num_sms(torch.device(device))
+    wanted = programs_per_sm * num_sms
     groups = min(max(1, triton.cdiv(wanted, channel_blocks)), triton.cdiv(n, block_n),
                  MAX_ROW_GROUPS)
     rows = triton.cdiv(triton.cdiv(n, groups), block_n) * block_n
@@ -226,7 +231,7 @@ def batch_norm_backward(dy, cache):
 
 
 class BatchNormFunction(torch.autograd.Function):
-    """The two kernels pairs as one differentiable operation (gradients for x, gamma and
+    """The two pairs of kernels as one differentiable operation (gradients for x, gamma and
     beta; the running statistics, if given, are updated and not differentiated)."""
 
     @staticmethod

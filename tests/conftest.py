@@ -3,11 +3,19 @@
 The CPU is always checked; CUDA is added when ``torch.cuda.is_available()``, marked
 ``gpu`` (``pytest -m gpu`` runs only those), and skipped otherwise. Shared helpers live
 in ``bn_lib.testing``, not here.
+
+Without CUDA, Triton's kernels (bn_triton) can run only in its interpreter, which must be
+switched on before triton is first imported: hence TRITON_INTERPRET=1 here, first.
 """
+
+import os
 
 import numpy as np
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 DEVICES = [
     "cpu",
