@@ -1,0 +1,498 @@
+"""Batch Normalization in Triton against PyTorch, as fractions of the copy bandwidth
+(chapter 07, section "Batch Normalization in Triton").
+
+    python -m benchmarks.bench_triton [--device auto|cpu|cuda] [--quick]
+                                      [--shapes 256x64x56x56 ...] [--dtypes float32 bfloat16]
+                                      [--compile auto|on|off] [--variants]
+                                      [--report PREFIX] [--budget-s SECONDS]
+
+For each shape and dtype it times, forward and forward+backward:
+
+* ``fused``: PyTorch's ``F.batch_norm`` (with running statistics, as a layer updates them),
+  backward through autograd;
+* ``composed``: the formula as separate tensor operations (``bn_lib.testing``);
+* ``compiled``: that formula under ``torch.compile`` (CUDA only by default);
+* ``triton``: bn_triton's four kernels (two passes forward, two backward), with running
+  statistics; with ``--variants`` also other tile sizes and warp counts.
+
+Each implementation is first checked against ``F.batch_norm`` and autograd in float64 on
+the same input: the norm-wise relative error ||out - ref|| / ||ref|| of y and dx is in
+the report, and a time is only worth reading next to an error of rounding size.
+
+Bytes-moved model (chapter 07, eq. `eq-07-bytes`), S = numel(x) * itemsize: the least
+traffic is 2S forward (read x, write y) and 5S forward+backward (the backward pass reads
+x and dy and writes dx). A pass's fraction of the copy bandwidth is (model bytes / time)
+over that of ``dst.copy_(src)`` on a 256 MiB buffer of the same dtype, in the same run. A
+two-pass method reads x once more forward and x and dy once more backward: 3S and 8S of
+traffic, so its *ceiling* is 2/3 forward and 5/8 forward+backward, a true ceiling only
+for tensors that do not fit in the L2 cache (the second pass over a smaller one can be
+served from the cache; the report marks such shapes).
+
+Timing on CUDA: CUDA events; each implementation is captured in a CUDA graph and replayed
+(launch overhead out, the GPU's own time in), and also timed as plain launches ("eager");
+both are the median of 5 trials. Inputs rotate over enough copies to exceed three times
+the L2 cache, so one call does not find the previous call's data in it. On the CPU the
+kernels run in Triton's interpreter (set TRITON_INTERPRET=1 first): the script then runs
+tiny shapes to test itself, and its times say nothing about a GPU.
+
+Writes PREFIX.json and PREFIX.md (default ``reports/triton_{device}``). Needs torch,
+triton, numpy and this repository on the path (run it from the root); nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+__all__ = ["SHAPES", "QUICK_SHAPES", "run", "render_markdown", "write_report", "main",
+           "time_eager", "time_graph", "copy_bandwidth", "verdicts"]
+
+SHAPES = [(256, 64, 56, 56), (128, 256, 28, 28), (64, 512, 14, 14)]
+QUICK_SHAPES = [(4, 8, 6, 6), (64, 16)]
+DTYPES = ("float32", "bfloat16")
+EPS = 1e-5
+TRIALS = 5
+PASSES = ("forward", "forward+backward")
+MODEL_BYTES = {"forward": 2, "forward+backward": 5}  # times S, eq-07-bytes
+TWO_PASS_BYTES = {"forward": 3, "forward+backward": 8}  # times S
+# norm-wise relative error that counts as "computes BN": rounding of float32 sums is far
+# below 1e-4; bfloat16 outputs are rounded to 8 bits (2**-9 relative, 2e-3)
+CORRECT = {"float32": 1e-4, "bfloat16": 2e-2}
+VARIANTS = [  # (name, launch_config keyword arguments), tried with --variants
+    ("tile 4 KiB", dict(tile_bytes=4096)),
+    ("tile 16 KiB, 8 warps", dict(tile_bytes=16384, num_warps=8)),
+    ("4 programs per SM", dict(programs_per_sm=4)),
+]
+
+
+def parse_shape(text):
+    try:
+        shape = tuple(int(n) for n in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"shape must look like 256x64x56x56, got {text!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"shape needs at least (N, C), got {text!r}")
+    return shape
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(run, device, calls_per_run, min_time, trials):
+    """Median over ``trials`` of the seconds per call of ``run`` (which makes
+    ``calls_per_run`` calls), repeated until a trial lasts about ``min_time``."""
+    import statistics
+
+    import torch
+
+    if device.type == "cuda":
+        run()  # warm-up: allocator, caches (kernels were compiled by the error check)
+        _sync(device)
+    t0 = time.perf_counter()
+    run()
+    _sync(device)
+    once = max(time.perf_counter() - t0, 1e-6)
+    reps = max(1, min(1000, math.ceil(min_time / once)))
+    times = []
+    for _ in range(trials):
+        if device.type == "cuda":
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+            start.record()
+            for _ in range(reps):
+                run()
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                run()
+            seconds = time.perf_counter() - t0
+        times.append(seconds / (reps * calls_per_run))
+    return statistics.median(times)
+
+
+def time_eager(calls, device, min_time, trials=TRIALS):
+    """Seconds per call, launching the calls (one per input copy) one after another."""
+    def run():
+        for call in calls:
+            call()
+    return _median_seconds(run, device, len(calls), min_time, trials)
+
+
+def time_graph(calls, device, min_time, trials=TRIALS):
+    """Seconds per call, with all calls captured in one CUDA graph and replayed."""
+    import torch
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up off the capture stream, as PyTorch asks
+        for _ in range(2):
+            for call in calls:
+                call()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    return _median_seconds(graph.replay, device, len(calls), min_time, trials)
+
+
+def copy_bandwidth(device, dtype, mib, min_time):
+    """GB/s of ``dst.copy_(src)`` counting the bytes read and written."""
+    import torch
+
+    src = torch.empty(mib * 2**20 // dtype.itemsize, dtype=dtype, device=device).uniform_()
+    dst = torch.empty_like(src)
+    seconds = time_eager([lambda: dst.copy_(src)], device, min_time)
+    return 2 * src.numel() * dtype.itemsize / seconds / 1e9
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def _relative_error(ours, ref):
+    ours, ref = ours.detach().double(), ref.detach().double()
+    return float(((ours - ref).norm() / ref.norm()).cpu())
+
+
+def _inputs(shape, dtype, device, seed):
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(seed)
+    c = shape[1]
+    x = (3 * torch.randn(shape, generator=g, device=device) + 1).to(dtype)
+    dy = torch.randn(shape, generator=g, device=device).to(dtype)
+    gamma = (torch.rand(c, generator=g, device=device) + 0.5).to(dtype)
+    beta = torch.randn(c, generator=g, device=device).to(dtype)
+    return x, dy, gamma, beta
+
+
+def implementations(use_compile, variants, shape, dtype, device):
+    """``{name: (forward(x, dy, gamma, beta, running) -> y,
+    forward_backward(...) -> (y, dx))}`` for the implementations to time."""
+    import torch
+    import torch.nn.functional as F
+
+    import bn_triton
+    from bn_lib.testing import composed_forward, composed_forward_backward
+
+    def fused_forward(x, dy, gamma, beta, running):
+        return F.batch_norm(x, *running, gamma, beta, training=True, eps=EPS)
+
+    def fused_forward_backward(x, dy, gamma, beta, running):
+        x, gamma, beta = (t.detach().requires_grad_(True) for t in (x, gamma, beta))
+        y = F.batch_norm(x, *running, gamma, beta, training=True, eps=EPS)
+        return y, torch.autograd.grad(y, (x, gamma, beta), dy)[0]
+
+    def composed_fwd(x, dy, gamma, beta, running):
+        return composed_forward(x, gamma, beta, EPS)[0]
+
+    def composed_fwd_bwd(x, dy, gamma, beta, running):
+        y, dx, _, _ = composed_forward_backward(x, gamma, beta, dy, EPS)
+        return y, dx
+
+    def triton_pair(config):
+        def forward(x, dy, gamma, beta, running):
+            return bn_triton.batch_norm_forward(x, gamma, beta, EPS, *running,
+                                                config=config)[0]
+
+        def forward_backward(x, dy, gamma, beta, running):
+            y, cache = bn_triton.batch_norm_forward(x, gamma, beta, EPS, *running,
+                                                    config=config)
+            return y, bn_triton.batch_norm_backward(dy, cache)[0]
+        return forward, forward_backward
+
+    table = {"fused (F.batch_norm)": (fused_forward, fused_forward_backward),
+             "composed (separate ops)": (composed_fwd, composed_fwd_bwd)}
+    if use_compile:
+        table["compiled (torch.compile)"] = (
+            torch.compile(composed_fwd, dynamic=False),
+            torch.compile(composed_fwd_bwd, dynamic=False))
+    table["triton (bn_triton)"] = triton_pair(None)
+    for name, kwargs in variants:
+        config = bn_triton.launch_config(shape, dtype, device, **kwargs)
+        table[f"triton, {name}"] = triton_pair(config)
+    return table
+
+
+def _l2_bytes(device):
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", None)
+
+
+def bench_case(shape, dtype, device, copy_gbps, use_compile, variants, min_time,
+               use_graphs, say, trials=TRIALS):
+    """All rows of one (shape, dtype)."""
+    import torch
+    import torch.nn.functional as F
+
+    size = math.prod(shape) * dtype.itemsize
+    l2 = _l2_bytes(device)
+    copies = 1 if l2 is None else max(1, min(8, math.ceil(3 * l2 / (2 * size))))
+    sets = [_inputs(shape, dtype, device, seed) for seed in range(copies)]
+    c = shape[1]
+    running = (torch.zeros(c, dtype=dtype, device=device),
+               torch.ones(c, dtype=dtype, device=device))
+    x, dy, gamma, beta = sets[0]
+    xr, gr, br = (t.detach().double().requires_grad_(True) for t in (x, gamma, beta))
+    y_ref = F.batch_norm(xr, None, None, gr, br, training=True, eps=EPS)
+    dx_ref = torch.autograd.grad(y_ref, (xr,), dy.double())[0]
+    y_ref, dx_ref = y_ref.detach(), dx_ref.detach()
+    del xr, gr, br
+    rows = []
+    for name, fns in implementations(use_compile, variants, shape, dtype, device).items():
+        base = {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""),
+                "implementation": name, "input_copies": copies,
+                "fits_in_l2": None if l2 is None else size <= l2}
+        try:
+            t0 = time.perf_counter()
+            scratch = [torch.zeros(c, dtype=dtype, device=device),
+                       torch.ones(c, dtype=dtype, device=device)]
+            y = fns[0](x, dy, gamma, beta, scratch)
+            y2, dx = fns[1](x, dy, gamma, beta, scratch)
+            errors = {"rel_err_y": _relative_error(y, y_ref),
+                      "rel_err_y_fwd_bwd": _relative_error(y2, y_ref),
+                      "rel_err_dx": _relative_error(dx, dx_ref)}
+            first_call_s = time.perf_counter() - t0
+            del y, y2, dx
+        except Exception as exc:  # noqa: BLE001 - a failure is a result, not a crash
+            for which in PASSES:
+                rows.append({**base, "pass": which, "error": _short(exc)})
+            say(f"  {str(shape):<20}{base['dtype']:<10}{name:<30} failed: {_short(exc)}")
+            continue
+        correct = max(errors.values()) <= CORRECT[base["dtype"]]
+        for which, fn in zip(PASSES, fns):
+            row = {**base, "pass": which, **errors, "correct": correct,
+                   "first_call_s": first_call_s}
+            calls = [lambda fn=fn, s=s: fn(*s, running) for s in sets]
+            row["seconds_eager"] = time_eager(calls, device, min_time, trials)
+            if use_graphs:
+                try:
+                    row["seconds_graph"] = time_graph(calls, device, min_time, trials)
+                except Exception as exc:  # noqa: BLE001 - e.g. an op capture refuses
+                    row["graph_error"] = _short(exc)
+            seconds = row.get("seconds_graph", row["seconds_eager"])
+            row["seconds"] = seconds
+            row["timing"] = "graph" if "seconds_graph" in row else "eager"
+            model = MODEL_BYTES[which] * size
+            row["model_bytes"] = model
+            row["gbps"] = model / seconds / 1e9
+            row["fraction_of_copy"] = row["gbps"] / copy_gbps
+            row["two_pass_ceiling"] = MODEL_BYTES[which] / TWO_PASS_BYTES[which]
+            row["fraction_of_ceiling"] = row["fraction_of_copy"] / row["two_pass_ceiling"]
+            rows.append(row)
+            say(f"  {str(shape):<20}{base['dtype']:<10}{name:<30}{which:<18}"
+                f"{seconds * 1e6:10.1f} us {row['fraction_of_copy']:7.1%} of copy"
+                + ("" if correct else "  WRONG: " + json.dumps(errors)))
+    return rows
+
+
+def _short(exc):
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+
+
+def verdicts(rows):
+    """Per (shape, dtype): the Triton forward+backward against PyTorch's fused one and
+    against 80% of the two-pass ceiling (the targets of issue 17)."""
+    timed = {(tuple(r["shape"]), r["dtype"], r["implementation"], r["pass"]): r
+             for r in rows if "seconds" in r}
+    out = []
+    for shape, dtype in dict.fromkeys((tuple(r["shape"]), r["dtype"]) for r in rows):
+        fused = timed.get((shape, dtype, "fused (F.batch_norm)", "forward+backward"))
+        ours = timed.get((shape, dtype, "triton (bn_triton)", "forward+backward"))
+        if not (fused and ours):
+            continue
+        out.append({"shape": list(shape), "dtype": dtype,
+                    "speedup_over_fused": fused["seconds"] / ours["seconds"],
+                    "fraction_of_ceiling": ours["fraction_of_ceiling"],
+                    "faster_than_fused": ours["seconds"] < fused["seconds"],
+                    "within_80_percent_of_ceiling": ours["fraction_of_ceiling"] >= 0.8,
+                    "correct": ours["correct"]})
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def environment(device):
+    import numpy as np
+    import torch
+    import triton
+
+    import bn_triton
+
+    info = {"device": device.type, "torch_version": torch.__version__,
+            "cuda_version": torch.version.cuda, "triton_version": triton.__version__,
+            "numpy_version": np.__version__, "python_version": platform.python_version(),
+            "platform": platform.platform(), "triton_interpreted": bn_triton.INTERPRETED}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(device_name=props.name, multiprocessors=props.multi_processor_count,
+                    l2_cache_mib=round(_l2_bytes(device) / 2**20, 1)
+                    if _l2_bytes(device) else None,
+                    device_memory_gib=round(props.total_memory / 2**30, 1),
+                    compute_capability=f"{props.major}.{props.minor}")
+    else:
+        info["device_name"] = platform.processor() or platform.machine()
+    return info
+
+
+def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=False,
+        quick=False, budget_s=None, progress=None):
+    """The whole measurement, as a report dict."""
+    import torch
+
+    say = progress or (lambda line: None)
+    start = time.perf_counter()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    shapes = [tuple(s) for s in (shapes or (QUICK_SHAPES if quick or not cuda else SHAPES))]
+    use_compile = compile == "on" or (compile == "auto" and cuda)
+    min_time = 0.1 if cuda and not quick else 0.002
+    trials = TRIALS if cuda else 1  # the interpreter's times mean nothing: run once
+    copy_mib = 256 if cuda and not quick else 4
+    report = {"schema": 1, **environment(device),
+              "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
+                  "%Y-%m-%dT%H:%M:%SZ"),
+              "timing": ("CUDA graph replay (eager launches also recorded), CUDA events, "
+                         f"median of {TRIALS} trials" if cuda else
+                         "time.perf_counter, one trial (Triton interpreted: not GPU "
+                         "speeds)"),
+              "model": {"S": "numel(x) * itemsize", "forward": "2S",
+                        "forward+backward": "5S", "two-pass traffic": "3S and 8S"},
+              "compile": use_compile, "notes": [], "copy_mib": copy_mib, "copy_gbps": {},
+              "rows": []}
+    for dtype_name in dtypes:
+        dtype = getattr(torch, dtype_name)
+        gbps = copy_bandwidth(device, dtype, copy_mib, min_time)
+        report["copy_gbps"][dtype_name] = gbps
+        say(f"copy bandwidth ({dtype_name}, {copy_mib} MiB): {gbps:.1f} GB/s")
+        for shape in shapes:
+            over = budget_s is not None and time.perf_counter() - start > budget_s
+            if over and (use_compile or variants):
+                report["notes"].append(f"{shape} {dtype_name}: past the {budget_s} s budget, "
+                                       "compile and variants skipped")
+            torch.manual_seed(0)
+            if use_compile:
+                torch._dynamo.reset()
+            report["rows"] += bench_case(
+                shape, dtype, device, gbps, use_compile and not over,
+                VARIANTS if variants and not over else [], min_time, cuda, say, trials)
+    report["verdicts"] = verdicts(report["rows"])
+    report["elapsed_s"] = round(time.perf_counter() - start, 1)
+    return report
+
+
+def render_markdown(report):
+    out = [f"# Batch Normalization in Triton against PyTorch on {report['device_name']}", "",
+           f"Made by `python -m benchmarks.bench_triton` on {report['created_utc']} in "
+           f"{report['elapsed_s']} s. Timing: {report['timing']}.", "",
+           "| environment | |", "|---|---|"]
+    for key in ("device", "device_name", "multiprocessors", "l2_cache_mib",
+                "compute_capability", "torch_version", "cuda_version", "triton_version",
+                "triton_interpreted", "python_version"):
+        if key in report:
+            out.append(f"| {key} | {report[key]} |")
+    out += ["", f"Copy bandwidth (read + write, {report['copy_mib']} MiB): " + ", ".join(
+        f"{d} {g:.1f} GB/s" for d, g in report["copy_gbps"].items()), "",
+        "Model (S = numel * itemsize): forward 2S, forward+backward 5S; a two-pass method "
+        "moves 3S and 8S, so its ceiling is 2/3 and 5/8 of the copy bandwidth "
+        "(for tensors larger than the L2 cache).", "",
+        "| shape | dtype | implementation | pass | time (us) | eager (us) | fraction of copy "
+        "| of two-pass ceiling | rel. error y, dx | fits in L2 |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|"]
+    for r in report["rows"]:
+        head = f"| {tuple(r['shape'])} | {r['dtype']} | {r['implementation']} | {r['pass']} |"
+        if "error" in r:
+            out.append(f"{head} failed: {r['error']} | | | | | |")
+            continue
+        err = f"{r['rel_err_y']:.1e}, {r['rel_err_dx']:.1e}" + ("" if r["correct"]
+                                                                else " **WRONG**")
+        out.append(f"{head} {r['seconds'] * 1e6:.1f} | {r['seconds_eager'] * 1e6:.1f} | "
+                   f"{r['fraction_of_copy']:.1%} | {r['fraction_of_ceiling']:.1%} | {err} | "
+                   f"{r['fits_in_l2']} |")
+    out += ["", "## Targets: Triton forward+backward", "",
+            "| shape | dtype | speed-up over fused | of two-pass ceiling | faster | >= 80% |",
+            "|---|---|---:|---:|---|---|"]
+    for v in report["verdicts"]:
+        out.append(f"| {tuple(v['shape'])} | {v['dtype']} | {v['speedup_over_fused']:.2f}x | "
+                   f"{v['fraction_of_ceiling']:.1%} | {v['faster_than_fused']} | "
+                   f"{v['within_80_percent_of_ceiling']} |")
+    out += [""] + [f"Note: {n}" for n in report["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def _jsonable(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def write_report(report, prefix):
+    prefix = prefix.replace("{device}", report["device"])
+    if os.path.dirname(prefix):
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    with open(prefix + ".json", "w") as f:
+        json.dump(_jsonable(report), f, indent=1)
+        f.write("\n")
+    with open(prefix + ".md", "w") as f:
+        f.write(render_markdown(report))
+    return prefix + ".json", prefix + ".md"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_triton",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--shapes", nargs="+", type=parse_shape)
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--variants", action="store_true",
+                        help="also time other launch configurations of the kernels")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, short timings")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="skip compile and variants for cases started after this")
+    parser.add_argument("--report", default="reports/triton_{device}", metavar="PREFIX")
+    args = parser.parse_args(argv)
+    if args.device.startswith("cpu") and not os.environ.get("TRITON_INTERPRET"):
+        print("on the CPU the kernels need Triton's interpreter: TRITON_INTERPRET=1",
+              file=sys.stderr)
+        return 2
+    report = run(args.device, args.shapes, args.dtypes, args.compile, args.variants,
+                 args.quick, args.budget_s, progress=lambda line: print(line, flush=True))
+    report["command"] = " ".join(["python -m benchmarks.bench_triton", *(
+        argv if argv is not None else sys.argv[1:])])
+    for path in write_report(report, args.report):
+        print(f"wrote {path}")
+    print("## Targets" + render_markdown(report).split("## Targets")[-1])
+    wrong = [r for r in report["rows"] if r.get("correct") is False]
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
