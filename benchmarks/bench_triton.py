@@ -182,9 +182,10 @@ def _inputs(shape, dtype, device, seed):
     return x, dy, gamma, beta
 
 
-def implementations(use_compile, variants, shape, dtype, device):
-    """``{name: (forward(x, dy, gamma, beta, running) -> y,
-    forward_backward(...) -> (y, dx))}`` for the implementations to time."""
+def implementations(phase, shape, dtype, device):
+    """``{name: (forward, forward_backward)}`` of one phase of the run: "core" (fused,
+    composed, triton), "compiled" or "variants". Each function takes ``(x, dy, gamma,
+    beta, running)`` and returns y, or ``(y, dx)``."""
     import torch
     import torch.nn.functional as F
 
@@ -217,17 +218,17 @@ def implementations(use_compile, variants, shape, dtype, device):
             return y, bn_triton.batch_norm_backward(dy, cache)[0]
         return forward, forward_backward
 
-    table = {"fused (F.batch_norm)": (fused_forward, fused_forward_backward),
-             "composed (separate ops)": (composed_fwd, composed_fwd_bwd)}
-    if use_compile:
-        table["compiled (torch.compile)"] = (
-            torch.compile(composed_fwd, dynamic=False),
-            torch.compile(composed_fwd_bwd, dynamic=False))
-    table["triton (bn_triton)"] = triton_pair(None)
-    for name, kwargs in variants:
-        config = bn_triton.launch_config(shape, dtype, device, **kwargs)
-        table[f"triton, {name}"] = triton_pair(config)
-    return table
+    if phase == "core":
+        return {"fused (F.batch_norm)": (fused_forward, fused_forward_backward),
+                "composed (separate ops)": (composed_fwd, composed_fwd_bwd),
+                "triton (bn_triton)": triton_pair(None)}
+    if phase == "compiled":
+        torch._dynamo.reset()  # a fresh compile per case: no recompilation limits hit
+        return {"compiled (torch.compile)": (torch.compile(composed_fwd, dynamic=False),
+                                             torch.compile(composed_fwd_bwd, dynamic=False))}
+    return {f"triton, {name}": triton_pair(bn_triton.launch_config(shape, dtype, device,
+                                                                   **kwargs))
+            for name, kwargs in VARIANTS}
 
 
 def _l2_bytes(device):
@@ -238,9 +239,9 @@ def _l2_bytes(device):
     return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", None)
 
 
-def bench_case(shape, dtype, device, copy_gbps, use_compile, variants, min_time,
-               use_graphs, say, trials=TRIALS):
-    """All rows of one (shape, dtype)."""
+def bench_case(shape, dtype, device, copy_gbps, phase, min_time, use_graphs, say,
+               trials=TRIALS):
+    """The rows of one (shape, dtype) for the implementations of ``phase``."""
     import torch
     import torch.nn.functional as F
 
@@ -258,7 +259,7 @@ def bench_case(shape, dtype, device, copy_gbps, use_compile, variants, min_time,
     y_ref, dx_ref = y_ref.detach(), dx_ref.detach()
     del xr, gr, br
     rows = []
-    for name, fns in implementations(use_compile, variants, shape, dtype, device).items():
+    for name, fns in implementations(phase, shape, dtype, device).items():
         base = {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""),
                 "implementation": name, "input_copies": copies,
                 "fits_in_l2": None if l2 is None else size <= l2}
@@ -356,8 +357,15 @@ def environment(device):
 
 
 def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=False,
-        quick=False, budget_s=None, progress=None):
-    """The whole measurement, as a report dict."""
+        quick=False, budget_s=None, progress=None, checkpoint=None):
+    """The whole measurement, as a report dict.
+
+    Three phases, each over every (dtype, shape): fused, composed and Triton; then
+    ``torch.compile`` (CUDA by default: compiling takes seconds per graph); then, with
+    ``variants``, other launch configurations. A phase is skipped once ``budget_s``
+    seconds have passed, so the first results survive a short time limit, and
+    ``checkpoint(report)`` is called after every case (to write what there is so far).
+    """
     import torch
 
     say = progress or (lambda line: None)
@@ -368,45 +376,56 @@ def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=Fals
     cuda = device.type == "cuda"
     shapes = [tuple(s) for s in (shapes or (QUICK_SHAPES if quick or not cuda else SHAPES))]
     use_compile = compile == "on" or (compile == "auto" and cuda)
-    min_time = 0.1 if cuda and not quick else 0.002
+    min_time = 0.05 if cuda and not quick else 0.002
     trials = TRIALS if cuda else 1  # the interpreter's times mean nothing: run once
     copy_mib = 256 if cuda and not quick else 4
     report = {"schema": 1, **environment(device),
               "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
                   "%Y-%m-%dT%H:%M:%SZ"),
-              "timing": ("CUDA graph replay (eager launches also recorded), CUDA events, "
+              "timing": (f"CUDA graph replay (eager launches also recorded), CUDA events, "
                          f"median of {TRIALS} trials" if cuda else
                          "time.perf_counter, one trial (Triton interpreted: not GPU "
                          "speeds)"),
               "model": {"S": "numel(x) * itemsize", "forward": "2S",
                         "forward+backward": "5S", "two-pass traffic": "3S and 8S"},
               "compile": use_compile, "notes": [], "copy_mib": copy_mib, "copy_gbps": {},
-              "rows": []}
+              "rows": [], "complete": False}
     for dtype_name in dtypes:
-        dtype = getattr(torch, dtype_name)
-        gbps = copy_bandwidth(device, dtype, copy_mib, min_time)
+        gbps = copy_bandwidth(device, getattr(torch, dtype_name), copy_mib, min_time)
         report["copy_gbps"][dtype_name] = gbps
         say(f"copy bandwidth ({dtype_name}, {copy_mib} MiB): {gbps:.1f} GB/s")
-        for shape in shapes:
-            over = budget_s is not None and time.perf_counter() - start > budget_s
-            if over and (use_compile or variants):
-                report["notes"].append(f"{shape} {dtype_name}: past the {budget_s} s budget, "
-                                       "compile and variants skipped")
-            torch.manual_seed(0)
-            if use_compile:
-                torch._dynamo.reset()
-            report["rows"] += bench_case(
-                shape, dtype, device, gbps, use_compile and not over,
-                VARIANTS if variants and not over else [], min_time, cuda, say, trials)
+    phases = ["core"] + ["compiled"] * use_compile + ["variants"] * bool(variants)
+    for phase in phases:
+        for dtype_name in dtypes:
+            for shape in shapes:
+                if phase != "core" and budget_s is not None and (
+                        time.perf_counter() - start > budget_s):
+                    report["notes"].append(f"{phase} skipped for {shape} {dtype_name}: "
+                                           f"past the budget of {budget_s:g} s")
+                    continue
+                torch.manual_seed(0)
+                report["rows"] += bench_case(shape, getattr(torch, dtype_name), device,
+                                             report["copy_gbps"][dtype_name], phase,
+                                             min_time, cuda, say, trials)
+                report["verdicts"] = verdicts(report["rows"])
+                report["elapsed_s"] = round(time.perf_counter() - start, 1)
+                if checkpoint:
+                    checkpoint(report)
+    order = {(tuple(s), d): k for k, (d, s) in enumerate(
+        (d, s) for d in dtypes for s in shapes)}
+    report["rows"].sort(key=lambda r: order[(tuple(r["shape"]), r["dtype"])])  # stable
     report["verdicts"] = verdicts(report["rows"])
     report["elapsed_s"] = round(time.perf_counter() - start, 1)
+    report["complete"] = True
     return report
 
 
 def render_markdown(report):
     out = [f"# Batch Normalization in Triton against PyTorch on {report['device_name']}", "",
-           f"Made by `python -m benchmarks.bench_triton` on {report['created_utc']} in "
-           f"{report['elapsed_s']} s. Timing: {report['timing']}.", "",
+           f"Made by `{report.get('command', 'python -m benchmarks.bench_triton')}` on "
+           f"{report['created_utc']} in {report['elapsed_s']} s"
+           + ("" if report["complete"] else " (**incomplete**: stopped before the end)")
+           + f". Timing: {report['timing']}.", "",
            "| environment | |", "|---|---|"]
     for key in ("device", "device_name", "multiprocessors", "l2_cache_mib",
                 "compute_capability", "torch_version", "cuda_version", "triton_version",
@@ -482,10 +501,16 @@ def main(argv=None):
         print("on the CPU the kernels need Triton's interpreter: TRITON_INTERPRET=1",
               file=sys.stderr)
         return 2
+    command = " ".join(["python -m benchmarks.bench_triton",
+                        *(argv if argv is not None else sys.argv[1:])])
+
+    def checkpoint(report):
+        write_report({**report, "command": command}, args.report)
+
     report = run(args.device, args.shapes, args.dtypes, args.compile, args.variants,
-                 args.quick, args.budget_s, progress=lambda line: print(line, flush=True))
-    report["command"] = " ".join(["python -m benchmarks.bench_triton", *(
-        argv if argv is not None else sys.argv[1:])])
+                 args.quick, args.budget_s, progress=lambda line: print(line, flush=True),
+                 checkpoint=checkpoint)
+    report["command"] = command
     for path in write_report(report, args.report):
         print(f"wrote {path}")
     print("## Targets" + render_markdown(report).split("## Targets")[-1])

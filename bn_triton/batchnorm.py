@@ -192,7 +192,8 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5, running_mean=None, running_var=
     kernels.normalize_kernel[grid](
         x3, y, gamma, beta, part_mean, part_m2, mean, inv_std,
         running_mean if update else mean, running_var if update else inv_std,
-        n, c, cfg.rows_per_program, cfg.row_groups, float(eps), float(momentum),
+        n, c, cfg.rows_per_program, cfg.row_groups, float(n * length), float(eps),
+        float(momentum),
         BLOCK_P=_next_power_of_2(cfg.row_groups), UPDATE_RUNNING=update, **blocks)
     cache = BatchNormCache(x=x3, shape=x.shape, mean=mean, inv_std=inv_std, gamma=gamma,
                            config=cfg)
@@ -225,7 +226,7 @@ def batch_norm_backward(dy, cache):
                                    cfg.rows_per_program, **blocks)
     kernels.grad_input_kernel[grid](
         dy3, x3, dx, cache.mean, cache.inv_std, cache.gamma, part_dy, part_dy_xc, dgamma,
-        dbeta, n, c, cfg.rows_per_program, cfg.row_groups,
+        dbeta, n, c, cfg.rows_per_program, cfg.row_groups, float(n * length),
         BLOCK_P=_next_power_of_2(cfg.row_groups), **blocks)
     return dx.view(cache.shape), dgamma, dbeta
 

@@ -95,7 +95,7 @@ def stats_kernel(x_ptr, part_mean_ptr, part_m2_ptr, N, C, rows_per_program,
 
 
 @triton.jit
-def _merge_stats(part_mean_ptr, part_m2_ptr, c, N, C, rows_per_program, P,
+def _merge_stats(part_mean_ptr, part_m2_ptr, c, N, C, rows_per_program, P, m,
                  L: tl.constexpr, BLOCK_P: tl.constexpr):
     """Merge the P partial (count, mean, M2) of channels c into the batch mean and the
     biased variance (Chan, Golub and LeVeque): M2 = sum M2_p + sum n_p (mean_p - mean)^2."""
@@ -106,7 +106,6 @@ def _merge_stats(part_mean_ptr, part_m2_ptr, c, N, C, rows_per_program, P,
     ok = (p[:, None] < P) & (c[None, :] < C)
     mean_p = tl.load(part_mean_ptr + at, mask=ok, other=0.0)
     m2_p = tl.load(part_m2_ptr + at, mask=ok, other=0.0)
-    m = (N * L).to(tl.float32)
     mean = tl.sum(count_p * mean_p, axis=0) / m
     delta = mean_p - mean[None, :]
     m2 = tl.sum(m2_p + count_p * delta * delta, axis=0)
@@ -116,18 +115,20 @@ def _merge_stats(part_mean_ptr, part_m2_ptr, c, N, C, rows_per_program, P,
 @triton.jit
 def normalize_kernel(x_ptr, y_ptr, gamma_ptr, beta_ptr, part_mean_ptr, part_m2_ptr,
                      mean_ptr, inv_std_ptr, running_mean_ptr, running_var_ptr,
-                     N, C, rows_per_program, P, eps, momentum,
+                     N, C, rows_per_program, P, m, eps, momentum,
                      L: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
                      BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr,
                      UPDATE_RUNNING: tl.constexpr):
-    """Pass 2 of the forward: y = (x - mu) * (gamma / sigma) + beta, eqs. (2.3)-(2.4).
+    """Pass 2 of the forward: y = (x - mu) * (gamma / sigma) + beta, eqs. (2.3)-(2.4),
+    with m = N * L values per channel (a float: an integer argument equal to 1 would
+    become a compile-time constant).
 
     Every program merges the partial statistics of its channels (P values each, from
     cache); those of row group 0 also store mu and 1/sigma for the backward pass and,
     if asked, update the running statistics with the unbiased variance (chapter 04).
     """
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mean, var = _merge_stats(part_mean_ptr, part_m2_ptr, c, N, C, rows_per_program, P,
+    mean, var = _merge_stats(part_mean_ptr, part_m2_ptr, c, N, C, rows_per_program, P, m,
                              L, BLOCK_P)
     inv_std = tl.rsqrt(var + eps)
     gamma = tl.load(gamma_ptr + c, mask=c < C, other=1.0).to(tl.float32)
@@ -137,7 +138,6 @@ def normalize_kernel(x_ptr, y_ptr, gamma_ptr, beta_ptr, part_mean_ptr, part_m2_p
         tl.store(mean_ptr + c, mean, mask=c < C)
         tl.store(inv_std_ptr + c, inv_std, mask=c < C)
         if UPDATE_RUNNING:
-            m = (N * L).to(tl.float32)
             old_mean = tl.load(running_mean_ptr + c, mask=c < C, other=0.0)
             old_var = tl.load(running_var_ptr + c, mask=c < C, other=0.0)
             new_mean = (1 - momentum) * old_mean + momentum * mean
@@ -186,7 +186,8 @@ def grad_sums_kernel(dy_ptr, x_ptr, mean_ptr, part_dy_ptr, part_dy_xc_ptr,
 @triton.jit
 def grad_input_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, inv_std_ptr, gamma_ptr,
                       part_dy_ptr, part_dy_xc_ptr, dgamma_ptr, dbeta_ptr,
-                      N, C, rows_per_program, P, L: tl.constexpr, BLOCK_N: tl.constexpr,
+                      N, C, rows_per_program, P, m, L: tl.constexpr,
+                      BLOCK_N: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
                       BLOCK_P: tl.constexpr):
     """Pass 2 of the backward: dx by the compact formula, eq. (3.9),
@@ -208,7 +209,6 @@ def grad_input_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, inv_std_ptr, gamma_ptr,
     if tl.program_id(1) == 0:
         tl.store(dgamma_ptr + c, dgamma.to(dgamma_ptr.dtype.element_ty), mask=c < C)
         tl.store(dbeta_ptr + c, dbeta.to(dbeta_ptr.dtype.element_ty), mask=c < C)
-    m = (N * L).to(tl.float32)
     scale = gamma * inv_std  # gamma / sigma
     mean_dy = dbeta / m
     # x_hat * dgamma / m, written for (x - mu) so that mu never cancels against x

@@ -85,3 +85,12 @@ def test_cpu_without_the_interpreter_is_refused(monkeypatch, capsys):
     monkeypatch.delenv("TRITON_INTERPRET")
     assert bench_triton.main(["--device", "cpu"]) == 2
     assert "TRITON_INTERPRET=1" in capsys.readouterr().err
+
+
+def test_past_the_budget_only_the_core_phase_runs_and_is_checkpointed():
+    saved = []
+    report = bench_triton.run("cpu", shapes=[(64, 4)], dtypes=("float32",), variants=True,
+                              budget_s=0, checkpoint=lambda r: saved.append(len(r["rows"])))
+    assert {r["implementation"] for r in report["rows"]} == IMPLEMENTATIONS
+    assert report["notes"] == ["variants skipped for (64, 4) float32: past the budget of 0 s"]
+    assert saved == [6] and report["complete"]
