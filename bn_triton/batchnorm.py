@@ -58,7 +58,7 @@ class LaunchConfig:
 
 @dataclass
 class BatchNormCache:
-    """What the backward pass needs: x as (N, C, L), mu and 1/sigma (float32, (C,))."""
+    """What the backward pass needs: x as (N, C, L), mean and inv_std (float32, (C,))."""
 
     x: torch.Tensor
     shape: torch.Size
@@ -160,9 +160,10 @@ def _as_ncl(t):
 
 def batch_norm_forward(x, gamma, beta, eps=1e-5, running_mean=None, running_var=None,
                        momentum=0.1, config=None):
-    """Training-mode BN, eqs. (2.1)-(2.4), in two passes over x (kernels 1 and 2).
+    """Training-mode BN (`eq-02-mean` to `eq-02-scale-shift`) in two passes over x.
 
-    Returns ``(y, cache)``: y has x's shape and dtype; ``cache`` feeds
+    x: (N, C, ...); gamma, beta: (C,). Returns ``(y, cache)``: y has x's shape and
+    dtype; ``cache`` (x, mean and inv_std of shape (C,), float32) feeds
     :func:`batch_norm_backward`. With ``running_mean`` and ``running_var`` (shape (C,)),
     they are updated in place as ``F.batch_norm`` does: momentum weights the new batch,
     and the variance is the unbiased one (chapter 04).
@@ -201,8 +202,11 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5, running_mean=None, running_var=
 
 
 def batch_norm_backward(dy, cache):
-    """Gradients ``(dx, dgamma, dbeta)`` by the compact formula, eq. (3.9), in two passes
-    over dy and x (kernels 3 and 4)."""
+    """Gradients ``(dx, dgamma, dbeta)`` by the compact formula `eq-03-dx`, in two passes
+    over dy and x.
+
+    dy: the shape of the forward input; returns dx of x's shape and dtype, dgamma and
+    dbeta of shape (C,) in gamma's dtype."""
     if not isinstance(dy, torch.Tensor) or dy.shape != cache.shape:
         got = tuple(dy.shape) if isinstance(dy, torch.Tensor) else type(dy).__name__
         raise ValueError(f"dy must be a tensor of the forward input's shape "

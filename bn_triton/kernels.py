@@ -1,7 +1,7 @@
 """Batch Normalization from scratch in Triton: the four kernels (chapter 07, section
 "Batch Normalization in Triton").
 
-Read next to chapter 03's compact formula, eq. (3.9). The input is viewed as
+Read next to chapter 03's compact formula `eq-03-dx`. The input is viewed as
 (N, C, L), contiguous, with L = H * W for images and L = 1 for (N, C); channel c's m = N * L
 values are the rows ``x[n, c, :]``. Every kernel walks over the same tiles: a program owns
 ``BLOCK_C`` channels and a group of ``rows_per_program`` rows n, and loads
@@ -11,16 +11,17 @@ contiguous; BLOCK_L = 1 for (N, C), where the channels are).
 Forward, two passes over x (traffic 3S, S = numel * itemsize):
 
 1. ``stats_kernel`` reads x and writes, per program and channel, the mean and the sum of
-   squared deviations M2 of the values it saw (the per-channel statistics of eqs. 2.1-2.2).
+   squared deviations M2 of the values it saw (`eq-02-mean`, `eq-02-var`).
 2. ``normalize_kernel`` merges those partial statistics (Chan et al.'s formula), then reads
-   x again and writes y = (x - mu) * gamma / sigma + beta (eqs. 2.3-2.4).
+   x again and writes y = (x - mean) * gamma * inv_std + beta (`eq-02-normalize`,
+   `eq-02-scale-shift`).
 
 Backward, two passes over x and dy (traffic 5S):
 
-3. ``grad_sums_kernel`` reads dy and x and writes partial sums of dy and dy * (x - mu),
-   the two per-channel sums of eq. (3.9): dbeta = sum(dy), dgamma = sum(dy * x_hat).
+3. ``grad_sums_kernel`` reads dy and x and writes partial sums of dy and dy * (x - mean),
+   the two per-channel sums of `eq-03-dx`: dbeta = sum(dy), dgamma = sum(dy * x_hat).
 4. ``grad_input_kernel`` adds up the partial sums, then reads dy and x again and writes
-   dx = gamma / sigma * (dy - dbeta / m - x_hat * dgamma / m), eq. (3.9).
+   dx = gamma * inv_std * (dy - dbeta / m - x_hat * dgamma / m), `eq-03-dx`.
 
 Accumulation is float32 whatever the input dtype (bfloat16 and float16 are converted on
 load, and y and dx are rounded back to it on store). The sums of x are *shifted*: each
@@ -64,7 +65,8 @@ def _rows(N, rows_per_program):
 def stats_kernel(x_ptr, part_mean_ptr, part_m2_ptr, N, C, rows_per_program,
                  L: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
                  BLOCK_L: tl.constexpr):
-    """Pass 1 of the forward: each program's mean and M2 per channel, eqs. (2.1)-(2.2).
+    """Pass 1 of the forward: each program's mean and M2 per channel (`eq-02-mean`,
+    `eq-02-var`).
 
     Writes part_mean[p, c] and part_m2[p, c] (float32, shape (P, C)) for the program p
     of grid axis 1; the count of values behind them, rows * L, follows from p.
@@ -119,12 +121,13 @@ def normalize_kernel(x_ptr, y_ptr, gamma_ptr, beta_ptr, part_mean_ptr, part_m2_p
                      L: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
                      BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr,
                      UPDATE_RUNNING: tl.constexpr):
-    """Pass 2 of the forward: y = (x - mu) * (gamma / sigma) + beta, eqs. (2.3)-(2.4),
+    """Pass 2 of the forward: y = (x - mean) * (gamma * inv_std) + beta (`eq-02-normalize`,
+    `eq-02-scale-shift`),
     with m = N * L values per channel (a float: an integer argument equal to 1 would
     become a compile-time constant).
 
     Every program merges the partial statistics of its channels (P values each, from
-    cache); those of row group 0 also store mu and 1/sigma for the backward pass and,
+    cache); those of row group 0 also store mean and inv_std for the backward pass and,
     if asked, update the running statistics with the unbiased variance (chapter 04).
     """
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -160,10 +163,10 @@ def normalize_kernel(x_ptr, y_ptr, gamma_ptr, beta_ptr, part_mean_ptr, part_m2_p
 def grad_sums_kernel(dy_ptr, x_ptr, mean_ptr, part_dy_ptr, part_dy_xc_ptr,
                      N, C, rows_per_program, L: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr):
-    """Pass 1 of the backward: partial sums of dy and of dy * (x - mu) per program.
+    """Pass 1 of the backward: partial sums of dy and of dy * (x - mean) per program.
 
-    Over all programs they are dbeta = sum(dy), eq. (3.3), and dgamma * sigma =
-    sum(dy * (x - mu)), eq. (3.4) before the factor 1/sigma.
+    Over all programs they are dbeta = sum(dy) (`eq-03-dbeta`) and dgamma / inv_std =
+    sum(dy * (x - mean)) (`eq-03-dgamma` before the factor inv_std).
     """
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     mean = tl.load(mean_ptr + c, mask=c < C, other=0.0)
@@ -190,9 +193,10 @@ def grad_input_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, inv_std_ptr, gamma_ptr,
                       BLOCK_N: tl.constexpr,
                       BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
                       BLOCK_P: tl.constexpr):
-    """Pass 2 of the backward: dx by the compact formula, eq. (3.9),
+    """Pass 2 of the backward: dx by the compact formula `eq-03-dx`,
 
-        dx = gamma / sigma * (dy - dbeta / m - x_hat * dgamma / m),  x_hat = (x - mu) / sigma,
+        dx = gamma * inv_std * (dy - dbeta / m - x_hat * dgamma / m),
+        x_hat = (x - mean) * inv_std,
 
     after adding up the partial sums of its channels (row group 0 stores dgamma, dbeta).
     """
@@ -209,9 +213,9 @@ def grad_input_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, inv_std_ptr, gamma_ptr,
     if tl.program_id(1) == 0:
         tl.store(dgamma_ptr + c, dgamma.to(dgamma_ptr.dtype.element_ty), mask=c < C)
         tl.store(dbeta_ptr + c, dbeta.to(dbeta_ptr.dtype.element_ty), mask=c < C)
-    scale = gamma * inv_std  # gamma / sigma
+    scale = gamma * inv_std
     mean_dy = dbeta / m
-    # x_hat * dgamma / m, written for (x - mu) so that mu never cancels against x
+    # x_hat * dgamma / m, written for (x - mean) so that mean never cancels against x
     slope = scale * inv_std * (dgamma / m)
     start, stop = _rows(N, rows_per_program)
     for n0 in range(start, stop, BLOCK_N):
