@@ -223,7 +223,6 @@ def implementations(phase, shape, dtype, device):
                 "composed (separate ops)": (composed_fwd, composed_fwd_bwd),
                 "triton (bn_triton)": triton_pair(None)}
     if phase == "compiled":
-        torch._dynamo.reset()  # a fresh compile per case: no recompilation limits hit
         return {"compiled (torch.compile)": (torch.compile(composed_fwd, dynamic=False),
                                              torch.compile(composed_fwd_bwd, dynamic=False))}
     return {f"triton, {name}": triton_pair(bn_triton.launch_config(shape, dtype, device,
@@ -239,71 +238,113 @@ def _l2_bytes(device):
     return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", None)
 
 
-def bench_case(shape, dtype, device, copy_gbps, phase, min_time, use_graphs, say,
-               trials=TRIALS):
-    """The rows of one (shape, dtype) for the implementations of ``phase``."""
-    import torch
-    import torch.nn.functional as F
+class Case:
+    """One (shape, dtype): its input copies, the float64 reference, and the timed
+    implementations with their rows (one per pass), kept for the graph phase."""
 
-    size = math.prod(shape) * dtype.itemsize
-    l2 = _l2_bytes(device)
-    copies = 1 if l2 is None else max(1, min(8, math.ceil(3 * l2 / (2 * size))))
-    sets = [_inputs(shape, dtype, device, seed) for seed in range(copies)]
-    c = shape[1]
-    running = (torch.zeros(c, dtype=dtype, device=device),
-               torch.ones(c, dtype=dtype, device=device))
-    x, dy, gamma, beta = sets[0]
-    xr, gr, br = (t.detach().double().requires_grad_(True) for t in (x, gamma, beta))
-    y_ref = F.batch_norm(xr, None, None, gr, br, training=True, eps=EPS)
-    dx_ref = torch.autograd.grad(y_ref, (xr,), dy.double())[0]
-    y_ref, dx_ref = y_ref.detach(), dx_ref.detach()
-    del xr, gr, br
-    rows = []
-    for name, fns in implementations(phase, shape, dtype, device).items():
-        base = {"shape": list(shape), "dtype": str(dtype).replace("torch.", ""),
-                "implementation": name, "input_copies": copies,
-                "fits_in_l2": None if l2 is None else size <= l2}
+    def __init__(self, shape, dtype, device, copy_gbps):
+        import torch
+        import torch.nn.functional as F
+
+        self.shape, self.dtype, self.device, self.copy_gbps = shape, dtype, device, copy_gbps
+        self.size = math.prod(shape) * dtype.itemsize
+        l2 = _l2_bytes(device)
+        self.fits_in_l2 = None if l2 is None else self.size <= l2
+        # enough copies that one call does not find the previous call's inputs in the L2
+        copies = 1 if l2 is None else max(1, min(8, math.ceil(3 * l2 / (2 * self.size))))
+        self.sets = [_inputs(shape, dtype, device, seed) for seed in range(copies)]
+        c = shape[1]
+        self.running = (torch.zeros(c, dtype=dtype, device=device),
+                        torch.ones(c, dtype=dtype, device=device))
+        x, dy, gamma, beta = self.sets[0]
+        xr, gr, br = (t.detach().double().requires_grad_(True) for t in (x, gamma, beta))
+        y_ref = F.batch_norm(xr, None, None, gr, br, training=True, eps=EPS)
+        self.dx_ref = torch.autograd.grad(y_ref, (xr,), dy.double())[0].detach()
+        self.y_ref = y_ref.detach()
+        self.timed = {}  # name -> (fns, rows)
+
+    @property
+    def dtype_name(self):
+        return str(self.dtype).replace("torch.", "")
+
+    def label(self, name):
+        return f"  {str(self.shape):<20}{self.dtype_name:<10}{name:<30}"
+
+    def check_and_time(self, name, fns, min_time, trials, say):
+        """Check one implementation against float64, then time both passes as plain
+        launches; returns its two rows (or two rows with the error)."""
+        import torch
+
+        base = {"shape": list(self.shape), "dtype": self.dtype_name, "implementation": name,
+                "input_copies": len(self.sets), "fits_in_l2": self.fits_in_l2}
+        x, dy, gamma, beta = self.sets[0]
         try:
             t0 = time.perf_counter()
-            scratch = [torch.zeros(c, dtype=dtype, device=device),
-                       torch.ones(c, dtype=dtype, device=device)]
+            c = self.shape[1]
+            scratch = [torch.zeros(c, dtype=self.dtype, device=self.device),
+                       torch.ones(c, dtype=self.dtype, device=self.device)]
             y = fns[0](x, dy, gamma, beta, scratch)
             y2, dx = fns[1](x, dy, gamma, beta, scratch)
-            errors = {"rel_err_y": _relative_error(y, y_ref),
-                      "rel_err_y_fwd_bwd": _relative_error(y2, y_ref),
-                      "rel_err_dx": _relative_error(dx, dx_ref)}
+            errors = {"rel_err_y": _relative_error(y, self.y_ref),
+                      "rel_err_y_fwd_bwd": _relative_error(y2, self.y_ref),
+                      "rel_err_dx": _relative_error(dx, self.dx_ref)}
             first_call_s = time.perf_counter() - t0
             del y, y2, dx
         except Exception as exc:  # noqa: BLE001 - a failure is a result, not a crash
-            for which in PASSES:
-                rows.append({**base, "pass": which, "error": _short(exc)})
-            say(f"  {str(shape):<20}{base['dtype']:<10}{name:<30} failed: {_short(exc)}")
-            continue
-        correct = max(errors.values()) <= CORRECT[base["dtype"]]
+            say(self.label(name) + f"failed: {_short(exc)}")
+            return [{**base, "pass": which, "error": _short(exc)} for which in PASSES]
+        correct = max(errors.values()) <= CORRECT[self.dtype_name]
+        rows = []
         for which, fn in zip(PASSES, fns):
             row = {**base, "pass": which, **errors, "correct": correct,
-                   "first_call_s": first_call_s}
-            calls = [lambda fn=fn, s=s: fn(*s, running) for s in sets]
-            row["seconds_eager"] = time_eager(calls, device, min_time, trials)
-            if use_graphs:
-                try:
-                    row["seconds_graph"] = time_graph(calls, device, min_time, trials)
-                except Exception as exc:  # noqa: BLE001 - e.g. an op capture refuses
-                    row["graph_error"] = _short(exc)
-            seconds = row.get("seconds_graph", row["seconds_eager"])
-            row["seconds"] = seconds
-            row["timing"] = "graph" if "seconds_graph" in row else "eager"
-            model = MODEL_BYTES[which] * size
-            row["model_bytes"] = model
-            row["gbps"] = model / seconds / 1e9
-            row["fraction_of_copy"] = row["gbps"] / copy_gbps
-            row["two_pass_ceiling"] = MODEL_BYTES[which] / TWO_PASS_BYTES[which]
-            row["fraction_of_ceiling"] = row["fraction_of_copy"] / row["two_pass_ceiling"]
+                   "first_call_s": first_call_s, "model_bytes": MODEL_BYTES[which] * self.size,
+                   "two_pass_ceiling": MODEL_BYTES[which] / TWO_PASS_BYTES[which]}
+            row["seconds_eager"] = time_eager(self.calls(fn), self.device, min_time, trials)
+            self._headline(row)
             rows.append(row)
-            say(f"  {str(shape):<20}{base['dtype']:<10}{name:<30}{which:<18}"
-                f"{seconds * 1e6:10.1f} us {row['fraction_of_copy']:7.1%} of copy"
+            say(self.label(name) + f"{which:<18}{row['seconds'] * 1e6:10.1f} us "
+                f"{row['fraction_of_copy']:7.1%} of copy (eager)"
                 + ("" if correct else "  WRONG: " + json.dumps(errors)))
-    return rows
+        self.timed[name] = (fns, rows)
+        return rows
+
+    def time_graphs(self, min_time, trials, say):
+        """Re-time every correct implementation as a replayed CUDA graph. Returns False
+        when the device no longer works after a failed capture (stop the phase)."""
+        import torch
+
+        for name, (fns, rows) in self.timed.items():
+            for fn, row in zip(fns, rows):
+                if not row["correct"]:
+                    continue
+                try:
+                    row["seconds_graph"] = time_graph(self.calls(fn), self.device, min_time,
+                                                      trials)
+                except Exception as exc:  # noqa: BLE001 - e.g. an op that refuses capture
+                    row["graph_error"] = _short(exc)
+                    say(self.label(name) + f"{row['pass']:<18}graph capture failed: "
+                        f"{row['graph_error']}")
+                    try:  # does the device still work?
+                        torch.ones(1, device=self.device).sum().item()
+                        _sync(self.device)
+                    except Exception:  # noqa: BLE001
+                        return False
+                    continue
+                self._headline(row)
+                say(self.label(name) + f"{row['pass']:<18}{row['seconds'] * 1e6:10.1f} us "
+                    f"{row['fraction_of_copy']:7.1%} of copy (graph)")
+        return True
+
+    def calls(self, fn):
+        return [lambda s=s: fn(*s, self.running) for s in self.sets]
+
+    def _headline(self, row):
+        """The time the report leads with: graph replay when there is one, else eager."""
+        row["timing"] = "graph" if "seconds_graph" in row else "eager"
+        row["seconds"] = row.get("seconds_graph", row["seconds_eager"])
+        row["gbps"] = row["model_bytes"] / row["seconds"] / 1e9
+        row["fraction_of_copy"] = row["gbps"] / self.copy_gbps
+        row["fraction_of_ceiling"] = row["fraction_of_copy"] / row["two_pass_ceiling"]
 
 
 def _short(exc):
@@ -360,11 +401,13 @@ def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=Fals
         quick=False, budget_s=None, progress=None, checkpoint=None):
     """The whole measurement, as a report dict.
 
-    Three phases, each over every (dtype, shape): fused, composed and Triton; then
+    Phases, each over every (dtype, shape): fused, composed and Triton; then
     ``torch.compile`` (CUDA by default: compiling takes seconds per graph); then, with
-    ``variants``, other launch configurations. A phase is skipped once ``budget_s``
-    seconds have passed, so the first results survive a short time limit, and
-    ``checkpoint(report)`` is called after every case (to write what there is so far).
+    ``variants``, other launch configurations; all of them timed as plain launches. Last,
+    on CUDA, every correct implementation again as a replayed CUDA graph: a capture that
+    fails can leave the device unusable, so it comes after everything else. A phase is
+    skipped once ``budget_s`` seconds have passed, so the first results survive a short
+    time limit, and ``checkpoint(report)`` is called after every case.
     """
     import torch
 
@@ -394,19 +437,42 @@ def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=Fals
         gbps = copy_bandwidth(device, getattr(torch, dtype_name), copy_mib, min_time)
         report["copy_gbps"][dtype_name] = gbps
         say(f"copy bandwidth ({dtype_name}, {copy_mib} MiB): {gbps:.1f} GB/s")
-    phases = ["core"] + ["compiled"] * use_compile + ["variants"] * bool(variants)
+    phases = (["core"] + ["compiled"] * use_compile + ["variants"] * bool(variants)
+              + ["graphs"] * cuda)
+    if use_compile:  # one compiled entry per case, all kept for the graph phase
+        import torch._dynamo
+
+        for knob in ("cache_size_limit", "recompile_limit"):
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, 64)
+    cases = {}
+    graphs_work = True
     for phase in phases:
         for dtype_name in dtypes:
             for shape in shapes:
+                if phase == "graphs" and not graphs_work:
+                    continue
                 if phase != "core" and budget_s is not None and (
                         time.perf_counter() - start > budget_s):
                     report["notes"].append(f"{phase} skipped for {shape} {dtype_name}: "
                                            f"past the budget of {budget_s:g} s")
                     continue
-                torch.manual_seed(0)
-                report["rows"] += bench_case(shape, getattr(torch, dtype_name), device,
-                                             report["copy_gbps"][dtype_name], phase,
-                                             min_time, cuda, say, trials)
+                key = (shape, dtype_name)
+                if key not in cases:
+                    torch.manual_seed(0)
+                    cases[key] = Case(shape, getattr(torch, dtype_name), device,
+                                      report["copy_gbps"][dtype_name])
+                case = cases[key]
+                if phase == "graphs":
+                    graphs_work = case.time_graphs(min_time, trials, say)
+                    if not graphs_work:
+                        report["notes"].append("a failed graph capture broke the device: "
+                                               "graph timing stopped")
+                else:
+                    for name, fns in implementations(phase, shape, case.dtype,
+                                                     device).items():
+                        report["rows"] += case.check_and_time(name, fns, min_time, trials,
+                                                              say)
                 report["verdicts"] = verdicts(report["rows"])
                 report["elapsed_s"] = round(time.perf_counter() - start, 1)
                 if checkpoint:

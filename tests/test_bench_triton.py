@@ -8,6 +8,7 @@ it is timed, that a wrong one is flagged, and that the report and its targets ar
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("triton", reason="triton is not installed: `make test` installs "
                     "requirements-triton.txt")
@@ -94,3 +95,30 @@ def test_past_the_budget_only_the_core_phase_runs_and_is_checkpointed():
     assert {r["implementation"] for r in report["rows"]} == IMPLEMENTATIONS
     assert report["notes"] == ["variants skipped for (64, 4) float32: past the budget of 0 s"]
     assert saved == [6] and report["complete"]
+
+
+def test_graph_times_replace_eager_ones_and_a_failed_capture_is_recorded(monkeypatch):
+    """The graph phase (CUDA only) re-times each correct implementation; here with the
+    capture replaced, so that its bookkeeping runs on the CPU."""
+    case = bench_triton.Case((64, 4), torch.float32, torch.device("cpu"), copy_gbps=10.0)
+    impls = bench_triton.implementations("core", (64, 4), torch.float32, "cpu")
+    for name, fns in impls.items():
+        case.check_and_time(name, fns, min_time=0.001, trials=1, say=print)
+    captured = []
+
+    def fake_graph(calls, device, min_time, trials):
+        captured.append(len(calls))
+        if len(captured) == 3:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return 1e-3
+
+    monkeypatch.setattr(bench_triton, "time_graph", fake_graph)
+    assert case.time_graphs(0.001, 1, say=print)
+    rows = [row for _, rows in case.timed.values() for row in rows]
+    assert len(captured) == len(rows) == 6
+    failed = [r for r in rows if "graph_error" in r]
+    assert len(failed) == 1 and failed[0]["timing"] == "eager"
+    for r in rows:
+        if r is not failed[0]:
+            assert r["timing"] == "graph" and r["seconds"] == 1e-3
+            assert r["fraction_of_copy"] == pytest.approx(r["model_bytes"] / 1e-3 / 1e10)
