@@ -27,9 +27,10 @@ Accumulation is float32 whatever the input dtype (bfloat16 and float16 are conve
 load, and y and dx are rounded back to it on store). The sums of x are *shifted*: each
 program subtracts K, the mean of its first tile, before accumulating, so a channel with
 mean 1000 and standard deviation 1 sums values of size 1, and M2 = sum((x-K)^2) -
-(sum(x-K))^2 / n does not cancel (the one-pass E[x^2] - E[x]^2 would lose every digit
-there). The partial results of the programs are then merged exactly, in float32, by the
-pairwise formula of Chan, Golub and LeVeque.
+(sum(x-K))^2 / n loses only as many digits as K is off the program's mean, in standard
+deviations (the one-pass E[x^2] - E[x]^2 would lose every digit there). The partial
+results of the programs are then merged by the pairwise formula of Chan, Golub and
+LeVeque, whose M2 adds terms of one sign only.
 """
 
 import triton
@@ -37,14 +38,15 @@ import triton.language as tl
 
 
 @triton.jit
-def _tile(ptr, n0, c, l0, N, C, L: tl.constexpr, BLOCK_N: tl.constexpr,
+def _tile(ptr, n0, stop, c, l0, C, L: tl.constexpr, BLOCK_N: tl.constexpr,
           BLOCK_L: tl.constexpr):
-    """Offsets and mask of the tile x[n0:n0+BLOCK_N, c, l0:l0+BLOCK_L] of an (N, C, L)
-    tensor, shape (BLOCK_N, BLOCK_C, BLOCK_L); ``c`` is a vector of BLOCK_C channels."""
+    """Pointers and mask of the tile x[n0:n0+BLOCK_N, c, l0:l0+BLOCK_L] of an (N, C, L)
+    tensor, shape (BLOCK_N, BLOCK_C, BLOCK_L); ``c`` is a vector of BLOCK_C channels, and
+    rows from ``stop`` on (the end of the program's group) are masked."""
     n = n0 + tl.arange(0, BLOCK_N)
     l = l0 + tl.arange(0, BLOCK_L)
     offsets = (n[:, None, None] * C + c[None, :, None]) * L + l[None, None, :]
-    mask = (n[:, None, None] < N) & (c[None, :, None] < C) & (l[None, None, :] < L)
+    mask = (n[:, None, None] < stop) & (c[None, :, None] < C) & (l[None, None, :] < L)
     return ptr + offsets, mask
 
 
@@ -74,7 +76,7 @@ def stats_kernel(x_ptr, part_mean_ptr, part_m2_ptr, N, C, rows_per_program,
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     start, stop = _rows(N, rows_per_program)
     # K: the mean of the first tile, a shift close to the data (see the module docstring)
-    ptrs, mask = _tile(x_ptr, start, c, 0, N, C, L, BLOCK_N, BLOCK_L)
+    ptrs, mask = _tile(x_ptr, start, stop, c, 0, C, L, BLOCK_N, BLOCK_L)
     first = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     shift = _sum_tile(first) / tl.maximum(_sum_tile(mask.to(tl.float32)), 1.0)
     # per-lane running sums of (x - K) and (x - K)^2, reduced across lanes once at the end
@@ -82,7 +84,7 @@ def stats_kernel(x_ptr, part_mean_ptr, part_m2_ptr, N, C, rows_per_program,
     acc_sq = tl.zeros((BLOCK_N, BLOCK_C, BLOCK_L), dtype=tl.float32)
     for n0 in range(start, stop, BLOCK_N):
         for l0 in range(0, L, BLOCK_L):
-            ptrs, mask = _tile(x_ptr, n0, c, l0, N, C, L, BLOCK_N, BLOCK_L)
+            ptrs, mask = _tile(x_ptr, n0, stop, c, l0, C, L, BLOCK_N, BLOCK_L)
             x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
             d = tl.where(mask, x - shift[None, :, None], 0.0)
             acc += d
@@ -152,10 +154,10 @@ def normalize_kernel(x_ptr, y_ptr, gamma_ptr, beta_ptr, part_mean_ptr, part_m2_p
     start, stop = _rows(N, rows_per_program)
     for n0 in range(start, stop, BLOCK_N):
         for l0 in range(0, L, BLOCK_L):
-            ptrs, mask = _tile(x_ptr, n0, c, l0, N, C, L, BLOCK_N, BLOCK_L)
+            ptrs, mask = _tile(x_ptr, n0, stop, c, l0, C, L, BLOCK_N, BLOCK_L)
             x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
             y = (x - mean[None, :, None]) * scale[None, :, None] + beta[None, :, None]
-            out, _ = _tile(y_ptr, n0, c, l0, N, C, L, BLOCK_N, BLOCK_L)
+            out, _ = _tile(y_ptr, n0, stop, c, l0, C, L, BLOCK_N, BLOCK_L)
             tl.store(out, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -175,9 +177,9 @@ def grad_sums_kernel(dy_ptr, x_ptr, mean_ptr, part_dy_ptr, part_dy_xc_ptr,
     start, stop = _rows(N, rows_per_program)
     for n0 in range(start, stop, BLOCK_N):
         for l0 in range(0, L, BLOCK_L):
-            ptrs, mask = _tile(x_ptr, n0, c, l0, N, C, L, BLOCK_N, BLOCK_L)
+            ptrs, mask = _tile(x_ptr, n0, stop, c, l0, C, L, BLOCK_N, BLOCK_L)
             x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-            ptrs, _ = _tile(dy_ptr, n0, c, l0, N, C, L, BLOCK_N, BLOCK_L)
+            ptrs, _ = _tile(dy_ptr, n0, stop, c, l0, C, L, BLOCK_N, BLOCK_L)
             dy = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
             acc_dy += dy
             acc_dy_xc += dy * (x - mean[None, :, None])  # masked lanes: dy = 0
@@ -220,11 +222,11 @@ def grad_input_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, inv_std_ptr, gamma_ptr,
     start, stop = _rows(N, rows_per_program)
     for n0 in range(start, stop, BLOCK_N):
         for l0 in range(0, L, BLOCK_L):
-            ptrs, mask = _tile(x_ptr, n0, c, l0, N, C, L, BLOCK_N, BLOCK_L)
+            ptrs, mask = _tile(x_ptr, n0, stop, c, l0, C, L, BLOCK_N, BLOCK_L)
             x = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
-            ptrs, _ = _tile(dy_ptr, n0, c, l0, N, C, L, BLOCK_N, BLOCK_L)
+            ptrs, _ = _tile(dy_ptr, n0, stop, c, l0, C, L, BLOCK_N, BLOCK_L)
             dy = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
             dx = (scale[None, :, None] * (dy - mean_dy[None, :, None])
                   - slope[None, :, None] * (x - mean[None, :, None]))
-            out, _ = _tile(dx_ptr, n0, c, l0, N, C, L, BLOCK_N, BLOCK_L)
+            out, _ = _tile(dx_ptr, n0, stop, c, l0, C, L, BLOCK_N, BLOCK_L)
             tl.store(out, dx.to(dx_ptr.dtype.element_ty), mask=mask)

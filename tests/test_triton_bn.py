@@ -112,6 +112,22 @@ def test_many_row_groups_merge_exactly(device):
         assert_close(ours, ref, torch.float32, kind, what)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_group_may_end_inside_a_tile(device):
+    """A hand-made configuration: groups of 6 rows, tiles of 4, so each group's last tile
+    reaches into the next group, whose rows it must leave alone."""
+    shape = (20, 3, 5)
+    x, gamma, beta, dy = make_inputs(shape, torch.float32, device, seed=6)
+    config = bn_triton.LaunchConfig(block_n=4, block_c=1, block_l=8, rows_per_program=6,
+                                    row_groups=4, num_warps=4)
+    y, cache = bn_triton.batch_norm_forward(x, gamma, beta, config=config)
+    dx, dgamma, dbeta = bn_triton.batch_norm_backward(dy, cache)
+    for ours, ref, kind, what in zip((y, dx, dgamma, dbeta), reference(x, gamma, beta, dy),
+                                     ("elementwise", "elementwise", "reduction", "reduction"),
+                                     ("y", "dx", "dgamma", "dbeta")):
+        assert_close(ours, ref, torch.float32, kind, what)
+
+
 @pytest.mark.parametrize("shape", [(4096, 8), (16, 8, 16, 16)])
 @pytest.mark.parametrize("device", DEVICES)
 def test_float32_with_large_mean_is_stable(shape, device):
