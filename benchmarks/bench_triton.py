@@ -309,13 +309,13 @@ class Case:
         return rows
 
     def time_graphs(self, min_time, trials, say):
-        """Re-time every correct implementation as a replayed CUDA graph. Returns False
-        when the device no longer works after a failed capture (stop the phase)."""
+        """Re-time every correct implementation not yet so timed as a replayed CUDA graph.
+        Returns False when the device no longer works after a failed capture."""
         import torch
 
         for name, (fns, rows) in self.timed.items():
             for fn, row in zip(fns, rows):
-                if not row["correct"]:
+                if not row["correct"] or "seconds_graph" in row or "graph_error" in row:
                     continue
                 try:
                     row["seconds_graph"] = time_graph(self.calls(fn), self.device, min_time,
@@ -403,11 +403,11 @@ def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=Fals
 
     Phases, each over every (dtype, shape): fused, composed and Triton; then
     ``torch.compile`` (CUDA by default: compiling takes seconds per graph); then, with
-    ``variants``, other launch configurations; all of them timed as plain launches. Last,
-    on CUDA, every correct implementation again as a replayed CUDA graph: a capture that
-    fails can leave the device unusable, so it comes after everything else. A phase is
-    skipped once ``budget_s`` seconds have passed, so the first results survive a short
-    time limit, and ``checkpoint(report)`` is called after every case.
+    ``variants``, other launch configurations. Each set is timed as plain launches, then,
+    on CUDA, as replayed CUDA graphs (a failed capture is recorded; if it leaves the device
+    unusable, graph timing stops). Once ``budget_s`` seconds have passed, the phases after
+    the first two are skipped, so the first results survive a short time limit, and
+    ``checkpoint(report)`` is called after every case.
     """
     import torch
 
@@ -437,8 +437,9 @@ def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=Fals
         gbps = copy_bandwidth(device, getattr(torch, dtype_name), copy_mib, min_time)
         report["copy_gbps"][dtype_name] = gbps
         say(f"copy bandwidth ({dtype_name}, {copy_mib} MiB): {gbps:.1f} GB/s")
-    phases = (["core"] + ["compiled"] * use_compile + ["variants"] * bool(variants)
-              + ["graphs"] * cuda)
+    # each set of implementations timed as plain launches, then (CUDA) as graph replays
+    timed_sets = ["core"] + ["compiled"] * use_compile + ["variants"] * bool(variants)
+    phases = [phase for name in timed_sets for phase in ((name, "graphs") if cuda else (name,))]
     if use_compile:  # one compiled entry per case, all kept for the graph phase
         import torch._dynamo
 
@@ -447,12 +448,13 @@ def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=Fals
                 setattr(torch._dynamo.config, knob, 64)
     cases = {}
     graphs_work = True
-    for phase in phases:
+    for k, phase in enumerate(phases):
         for dtype_name in dtypes:
             for shape in shapes:
                 if phase == "graphs" and not graphs_work:
                     continue
-                if phase != "core" and budget_s is not None and (
+                essential = phase == "core" or (k == 1 and phase == "graphs")
+                if not essential and budget_s is not None and (
                         time.perf_counter() - start > budget_s):
                     report["notes"].append(f"{phase} skipped for {shape} {dtype_name}: "
                                            f"past the budget of {budget_s:g} s")

@@ -48,11 +48,15 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log it, remembe
 '| numpy', numpy.__version__, '| cuda available', torch.cuda.is_available())" 2>&1
 } | tee -a "$LOG"
 
-step "pytest -m gpu" 100 "$PY" -m pytest tests -m gpu -q -rs -p no:cacheprovider
+# four workers where pytest-xdist is there: most of this step is Triton compiling kernels,
+# one CPU core each
+workers=()
+"$PY" -c "import xdist" 2>/dev/null && workers=(-n 4)
+step "pytest -m gpu" 120 "$PY" -m pytest tests -m gpu -q -rs -p no:cacheprovider "${workers[@]}"
 if command -v make >/dev/null; then
-  step "make verify-gpu" 190 make verify-gpu VERIFY_PYTHON="$PY"
+  step "make verify-gpu" 170 make verify-gpu VERIFY_PYTHON="$PY"
 else  # the Makefile's verify-gpu command itself
-  step "verify-gpu (no make here)" 190 "$PY" -m tools.verify --device cuda --bandwidth \
+  step "verify-gpu (no make here)" 170 "$PY" -m tools.verify --device cuda --bandwidth \
     --report 'reports/verification_{device}'
 fi
 cp reports/verification_cuda.json reports/verification_cuda.md "$OUT"/ 2>>"$LOG" \
