@@ -143,8 +143,8 @@ def normalize_kernel(x_ptr, y_ptr, gamma_ptr, beta_ptr, part_mean_ptr, part_m2_p
         tl.store(mean_ptr + c, mean, mask=c < C)
         tl.store(inv_std_ptr + c, inv_std, mask=c < C)
         if UPDATE_RUNNING:
-            old_mean = tl.load(running_mean_ptr + c, mask=c < C, other=0.0)
-            old_var = tl.load(running_var_ptr + c, mask=c < C, other=0.0)
+            old_mean = tl.load(running_mean_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+            old_var = tl.load(running_var_ptr + c, mask=c < C, other=0.0).to(tl.float32)
             new_mean = (1 - momentum) * old_mean + momentum * mean
             new_var = (1 - momentum) * old_var + momentum * var * (m / (m - 1))
             tl.store(running_mean_ptr + c, new_mean.to(running_mean_ptr.dtype.element_ty),
