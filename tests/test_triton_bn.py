@@ -36,6 +36,8 @@ SHAPES = [(32, 7), (300, 20), (16, 5, 9), (8, 4, 6, 5), (64, 3, 8, 8)]
 TOLERANCE = {
     torch.float32: TOLERANCES["float32"],
     torch.bfloat16: {"elementwise": 1e-2, "reduction": TOLERANCES["float32"]["reduction"]},
+    # float16 keeps 11 significant bits: a unit in the last place is at most 2**-10 (0.1%)
+    torch.float16: {"elementwise": 2e-3, "reduction": TOLERANCES["float32"]["reduction"]},
 }
 
 
@@ -92,6 +94,19 @@ def test_forward_and_backward_match_pytorch(shape, dtype, device):
     assert_close(cache.mean, xd.mean(dims), torch.float32, "reduction", "mean")
     inv_std_ref = (xd.var(dims, unbiased=False) + 1e-5).rsqrt()
     assert_close(cache.inv_std, inv_std_ref, torch.float32, "reduction", "inv_std")
+
+
+@pytest.mark.parametrize("shape", [(32, 7), (8, 4, 6, 5)])
+@pytest.mark.parametrize("device", DEVICES)
+def test_float16_matches_pytorch(shape, device):
+    x, gamma, beta, dy = make_inputs(shape, torch.float16, device, seed=7)
+    y, cache = bn_triton.batch_norm_forward(x, gamma, beta)
+    dx, dgamma, dbeta = bn_triton.batch_norm_backward(dy, cache)
+    assert y.dtype == dx.dtype == torch.float16
+    for ours, ref, kind, what in zip((y, dx, dgamma, dbeta), reference(x, gamma, beta, dy),
+                                     ("elementwise", "elementwise", "reduction", "reduction"),
+                                     ("y", "dx", "dgamma", "dbeta")):
+        assert_close(ours, ref, torch.float16, kind, what)
 
 
 @pytest.mark.parametrize("device", DEVICES)
