@@ -16,6 +16,8 @@ notation table of the book's introduction.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +93,24 @@ def check_eps(eps, training, what="batch_norm"):
     return float(eps)
 
 
+# BN does a handful of arithmetic operations per value, so its time is set by how fast
+# each pass over an input-sized array runs (chapter 07). The helpers below keep the
+# formulas of this module readable while each pass runs at NumPy's best: the sums are
+# BLAS matrix-vector products, the dot products BLAS dot products over contiguous rows,
+# and the elementwise maps run long inner loops over cache-sized blocks.
+# `benchmarks/bench_batchnorm.py` measures the result against PyTorch.
+
+# Partial sums run in the input's dtype over at most this many values of one channel,
+# then float64 takes over: 4096 along a row, where BLAS keeps many partial sums in its
+# vector registers; 256 down the columns of (N, C), which BLAS adds one row at a time.
+_SUM_BLOCK = 4096
+_COLUMN_BLOCK = 256
+_LONG_ROW = 64  # trailing sizes L from which one reduction per (sample, channel) row pays
+_RUN = 8192  # elements: NumPy's inner loops reach full speed from about this length
+_BLOCKED_FROM = 8 * 2**20  # bytes: from this size on, elementwise maps work block by block
+_BLOCK_BYTES = 2 * 2**20  # ... in blocks of about this size, which stay in cache
+
+
 def per_channel(vector, like):
     """A (C,) vector in ``like``'s dtype, shaped (1, C, 1, ...) to broadcast along axis 1."""
     shape = (1, like.shape[1]) + (1,) * (like.ndim - 2)
@@ -98,31 +118,172 @@ def per_channel(vector, like):
 
 
 def channel_sum(a):
-    """Sum over every axis but 1: (N, C, ...) -> float64 (C,).
+    """Sum over every axis but 1: (N, C, ...) -> float64 (C,) (`eq-02-mean`,
+    `eq-03-dbeta`).
 
-    The inner reduction runs over contiguous memory (NumPy sums it pairwise); the partial
-    sums are then added in float64, so float32 input keeps its precision however large
-    the batch.
+    Each partial sum covers at most 4096 values of one channel (256 for (N, C) input)
+    and is a BLAS matrix-vector product with a ones vector, in ``a``'s dtype; the partial
+    sums are added in float64, so float32 input keeps its precision however large the
+    batch (``tests/test_numerics.py`` checks N = 65536 and more against float64).
     """
-    if a.ndim == 2:
-        return a.sum(axis=0, dtype=np.float64)
-    return _as_rows(a).sum(axis=2).sum(axis=0, dtype=np.float64)
+    return _channel_reduce(a, None)
 
 
 def channel_dot(a, b):
     """Per-channel sum of a * b: two (N, C, ...) arrays -> float64 (C,), without
-    materializing the product.
+    materializing the product (`eq-02-var`, `eq-03-dgamma`).
 
-    ``einsum`` casts its operands to float64 in small buffers and accumulates in float64:
-    left in float32, its running sum over millions of values loses about 1e-3 of the result.
+    Blocked like :func:`channel_sum`: dot products over at most 4096 values (256 for
+    (N, C) input) in the inputs' dtype, ``np.vecdot`` over contiguous rows, added in
+    float64.
     """
-    return np.einsum("ncl,ncl->c", _as_rows(a), _as_rows(b), dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"channel_dot needs two arrays of one shape, got {a.shape} and {b.shape}")
+    return _channel_reduce(a, b)
 
 
-def _as_rows(a):
-    """View (N, C, ...) as (N, C, L), L = product of the trailing axes (1 for 2-D)."""
-    # the trailing size spelled out: -1 cannot be inferred when the batch is empty
-    return a.reshape(a.shape[0], a.shape[1], int(np.prod(a.shape[2:])))
+def _channel_reduce(a, b):
+    """sum(a) (``b`` None) or sum(a * b) per channel, in blocks of at most _SUM_BLOCK."""
+    a = _reduction_input(a)
+    if b is not None:
+        b = _reduction_input(b)
+        common = np.result_type(a, b)
+        a, b = a.astype(common, copy=False), b.astype(common, copy=False)
+    n, c = a.shape[0], a.shape[1]
+    length = math.prod(a.shape[2:])  # spelled out: an empty batch has no size to divide
+    if length >= _LONG_ROW:
+        # one row per (sample, channel), (N * C, L): a partial sum per row and piece
+        rows_a = a.reshape(n * c, length)
+        rows_b = None if b is None else b.reshape(n * c, length)
+        total = np.zeros(c)
+        for j in range(0, length, _SUM_BLOCK):
+            piece = rows_a[:, j:j + _SUM_BLOCK]
+            if rows_b is None:
+                partial = piece @ _ones(piece.shape[1], a.dtype)
+            else:
+                partial = np.vecdot(piece, rows_b[:, j:j + _SUM_BLOCK])
+            total += partial.reshape(n, c).sum(axis=0, dtype=np.float64)
+        return total
+    # short rows: the columns of (N, C * L), a partial sum per column and block of samples
+    cols_a = a.reshape(n, c * length)
+    cols_b = None if b is None else b.reshape(n, c * length)
+    samples = max(1, _COLUMN_BLOCK // max(length, 1))
+    total = np.zeros(c * length)
+    for i in range(0, n, samples):
+        block = cols_a[i:i + samples]
+        if cols_b is None:
+            total += _ones(block.shape[0], a.dtype) @ block
+        else:
+            total += np.einsum("nk,nk->k", block, cols_b[i:i + samples])
+    return total.reshape(c, length).sum(axis=1) if length != 1 else total
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(length, dtype):
+    """A read-only ones vector: the other factor of a sum as a matrix-vector product."""
+    ones = np.ones(length, dtype)
+    ones.flags.writeable = False
+    return ones
+
+
+def _reduction_input(a):
+    """``a`` as a C-contiguous array of float32 or float64 (float16 becomes float32, any
+    other dtype float64), at least 2-D."""
+    a = np.asarray(a)
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        a = a.astype(np.float32 if a.dtype == np.float16 else np.float64)
+    if a.ndim < 2:
+        raise ValueError(f"expected an array of shape (N, C, ...), got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _channel_affine(x, scale=None, shift=None, subtract_from=None, rescale=None):
+    """Per channel, ``x * scale + shift``; given ``subtract_from`` (an array of x's shape)
+    and ``rescale``, ``(subtract_from - (x * scale + shift)) * rescale`` instead
+    (`eq-02-normalize`, `eq-02-scale-shift`, `eq-03-dx`). The vectors are (C,); a
+    ``scale`` or ``shift`` of None is left out. Returns a new array of x's shape and dtype.
+
+    Broadcasting a (1, C, 1, ...) vector runs NumPy's inner loop over only L values (C
+    for (N, C) input) at a time, about half as fast as a copy. Here the vectors are
+    expanded into patterns of at least _RUN contiguous values (:func:`_runs`), so every
+    operation is a few long loops. Arrays of 8 MiB and more go block by block, so that
+    the operations after the first find their operands still in cache.
+    """
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, x.dtype)
+    if x.size == 0:  # an empty batch (a rank of a data-parallel world may have one)
+        return out
+    if subtract_from is not None:
+        subtract_from = np.ascontiguousarray(subtract_from, dtype=x.dtype)
+    for samples, view, pattern_shape in _runs(x.shape):
+        s = None if scale is None else _expand(scale, pattern_shape, x.dtype)
+        t = None if shift is None else _expand(shift, pattern_shape, x.dtype)
+        k = None if rescale is None else _expand(rescale, pattern_shape, x.dtype)
+        x_v, out_v = x[samples].reshape(view), out[samples].reshape(view)
+        from_v = None if subtract_from is None else subtract_from[samples].reshape(view)
+        for block in _blocks(out_v):
+            o, sub = out_v[block], (slice(None),) + block[1:]  # sub: the pattern's part
+            if s is not None:
+                np.multiply(x_v[block], s[sub], out=o)
+                if t is not None:
+                    o += t[sub]
+            elif t is not None:
+                np.add(x_v[block], t[sub], out=o)
+            else:
+                o[...] = x_v[block]
+            if from_v is not None:
+                np.subtract(from_v[block], o, out=o)
+                o *= k[sub]
+    return out
+
+
+def _runs(shape):
+    """How :func:`_channel_affine` views an array of ``shape`` (N, C, ...): a list of
+    (samples, view, pattern_shape), ``x[samples].reshape(view)`` broadcasting against a
+    vector expanded to ``pattern_shape``.
+
+    Long positions (L of _RUN and more): (N, C, L) against (1, C, 1). Short ones: groups
+    of r samples, (N / r, r, C, L) against the contiguous (1, r, C, L) pattern, r * C * L
+    >= _RUN (the last N % r samples form a shorter group); unless that pattern would be
+    more than a quarter of the array, then as for long positions.
+    """
+    n, c = shape[0], shape[1]
+    length = math.prod(shape[2:])
+    if length < _RUN:
+        r = min(n, -(-_RUN // max(c * length, 1)))
+        if r * c * length <= max(_RUN, n * c * length // 4):
+            main = n - n % r
+            runs = [(slice(0, main), (-1, r, c, length), (1, r, c, length))]
+            if main < n:
+                rest = n - main
+                runs.append((slice(main, n), (1, rest, c, length), (1, rest, c, length)))
+            return runs
+    return [(slice(None), (n, c, length), (1, c, 1))]
+
+
+def _expand(vector, pattern_shape, dtype):
+    """A (C,) vector repeated into a contiguous array of ``pattern_shape`` (C on axis -2
+    of a 4-D pattern, axis 1 of a 3-D one)."""
+    vector = np.asarray(vector)
+    pattern = np.empty(pattern_shape, dtype)
+    pattern[...] = vector.reshape((1,) * (len(pattern_shape) - 2) + (-1, 1))
+    return pattern
+
+
+def _blocks(view):
+    """Index tuples that cut a view of _runs into pieces of about _BLOCK_BYTES: groups
+    along axis 0, else (one sample too large) groups of channels; the whole view when
+    it is below _BLOCKED_FROM."""
+    if view.nbytes < _BLOCKED_FROM or view.shape[0] == 0:
+        return [(slice(None), slice(None))]
+    per_row = view.nbytes // view.shape[0]
+    if per_row <= _BLOCK_BYTES or view.ndim == 4:
+        step = max(1, _BLOCK_BYTES // per_row)
+        return [(slice(i, i + step), slice(None)) for i in range(0, view.shape[0], step)]
+    # one (sample, channel) row of a 3-D (N, C, L) view per block piece
+    step = max(1, _BLOCK_BYTES // (per_row // view.shape[1]))
+    return [(slice(i, i + 1), slice(j, j + step))
+            for i in range(view.shape[0]) for j in range(0, view.shape[1], step)]
 
 
 def _working_dtype(dtype):
@@ -158,8 +319,7 @@ def _normalize(centred, mean, var, gamma, beta, eps, dtype, training):
     """y = (x - mean) * (gamma * inv_std) + beta, and the cache: the last step shared by
     the training and eval forward passes (`eq-02-normalize`, `eq-02-scale-shift`)."""
     inv_std = 1.0 / np.sqrt(var + eps)
-    y = centred * per_channel(gamma * inv_std, centred)
-    y += per_channel(beta, centred)
+    y = _channel_affine(centred, gamma * inv_std, beta)
     cache = BatchNormCache(centred, inv_std, gamma, mean, var, dtype, training)
     return y.astype(dtype, copy=False), cache
 
@@ -193,7 +353,7 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
     xw = x.astype(_working_dtype(x.dtype), copy=False)
 
     mean = channel_sum(xw) / m  # eq-02-mean
-    centred = xw - per_channel(mean, xw)
+    centred = _channel_affine(xw, shift=-mean)  # x - mean
     var = channel_dot(centred, centred) / m  # eq-02-var
     return _normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=True)
 
@@ -216,7 +376,7 @@ def batch_norm_inference(x, running_mean, running_var, gamma, beta, eps=1e-5):
     gamma = check_channel_vector(gamma, "gamma", c).copy()
     beta = check_channel_vector(beta, "beta", c)
     xw = x.astype(_working_dtype(x.dtype), copy=False)
-    centred = xw - per_channel(mean, xw)
+    centred = _channel_affine(xw, shift=-mean)  # x - mean
     return _normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=False)
 
 
@@ -251,7 +411,7 @@ def batch_norm_backward(dy, cache):
     if cache.training:
         dx = _input_gradient(dy, cache, dbeta, dgamma, m)
     else:
-        dx = dy * per_channel(cache.gamma * inv_std, dy)
+        dx = _channel_affine(dy, cache.gamma * inv_std)
     return (dx.astype(cache.dtype, copy=False), dgamma.astype(cache.dtype),
             dbeta.astype(cache.dtype))
 
@@ -261,10 +421,7 @@ def _input_gradient(dy, cache, sum_dy, sum_dy_x_hat, m):
     the m values of each channel, in the working dtype. Shared with the synchronized
     backward pass (chapter 10, `eq-10-dx`), whose sums and m are those of the global batch."""
     centred, inv_std = cache.centred, cache.inv_std
-    # eq-03-dx as gamma * inv_std * (dy - sum_dy / m - x_hat * sum_dy_x_hat / m), with
-    # x_hat = centred * inv_std folded into the per-channel factor of the last term
-    dx = centred * per_channel(inv_std * sum_dy_x_hat / m, dy)
-    dx += per_channel(sum_dy / m, dy)
-    np.subtract(dy, dx, out=dx)
-    dx *= per_channel(cache.gamma * inv_std, dy)
-    return dx
+    # eq-03-dx as gamma * inv_std * (dy - (x_hat * sum_dy_x_hat / m + sum_dy / m)), with
+    # x_hat = centred * inv_std folded into the per-channel factor of the first term
+    return _channel_affine(centred, inv_std * sum_dy_x_hat / m, sum_dy / m,
+                           subtract_from=dy, rescale=cache.gamma * inv_std)
