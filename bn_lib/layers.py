@@ -67,9 +67,11 @@ class Conv2d(Module):
     (N, O, H_out, W_out) with H_out = (H + 2 * padding - k) // stride + 1, W of shape
     (O, C, k, k) and b of shape (O,).
 
-    The forward pass views the padded input as sliding windows (no copy) and contracts
-    them with the kernel in one ``tensordot``; the backward pass scatters the gradient
-    back one kernel offset at a time.
+    im2col: the forward pass copies every k x k window of the padded input into one row
+    of a (N * H_out * W_out, k * k * C) matrix, so that the convolution and both
+    gradients are single BLAS matrix products. The matrix, k * k times the input's size,
+    is kept for the weight gradient; the input gradient is the product of dy with the
+    kernel, one row per output pixel, added back to the k * k input pixels it came from.
     """
 
     param_names = ("W", "b")
@@ -97,12 +99,9 @@ class Conv2d(Module):
         return (f"Conv2d({c}, {o}, kernel_size={k}, stride={self.stride}, "
                 f"padding={self.padding}, bias={self.has_bias})")
 
-    def _windows(self, x):
-        p, s = self.padding, self.stride
-        k = self.W.shape[2]
-        padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
-        # (N, C, H_out, W_out, k, k), a view into `padded`
-        return sliding_window_view(padded, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+    def _kernel_matrix(self):
+        """W as (O, k * k * C), its columns in the order of a window's row."""
+        return self.W.transpose(0, 2, 3, 1).reshape(self.W.shape[0], -1)
 
     def forward(self, x):
         x = np.asarray(x)
@@ -110,31 +109,38 @@ class Conv2d(Module):
             raise ValueError(
                 f"Conv2d expects input of shape (N, {self.W.shape[1]}, H, W), got {x.shape}"
             )
+        p, s = self.padding, self.stride
+        k = self.W.shape[2]
         self.x_shape = x.shape
-        self.windows = self._windows(x)
-        y = np.tensordot(self.windows, self.W, axes=([1, 4, 5], [1, 2, 3]))
-        y = y.transpose(0, 3, 1, 2)  # (N, H_out, W_out, O) -> (N, O, H_out, W_out)
+        padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
+        # (N, C, H_out, W_out, k, k), a view into `padded`
+        windows = sliding_window_view(padded, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+        n, _, h_out, w_out = windows.shape[:4]
+        # one row per output pixel: (N * H_out * W_out, k * k * C), a copy
+        self.columns = windows.transpose(0, 2, 3, 4, 5, 1).reshape(n * h_out * w_out, -1)
+        y = self.columns @ self._kernel_matrix().T  # (N * H_out * W_out, O)
         if self.has_bias:
-            y = y + self.b.reshape(1, -1, 1, 1)
-        return np.ascontiguousarray(y)
+            y += self.b
+        return np.ascontiguousarray(y.reshape(n, h_out, w_out, -1).transpose(0, 3, 1, 2))
 
     def backward(self, dy):
         self._require_forward("x_shape")
         n, c, h, w = self.x_shape
         p, s = self.padding, self.stride
-        k = self.W.shape[2]
+        o, _, k, _ = self.W.shape
         h_out, w_out = dy.shape[2], dy.shape[3]
-        self.dW[...] = np.tensordot(dy, self.windows, axes=([0, 2, 3], [0, 2, 3]))
+        dy_rows = dy.transpose(0, 2, 3, 1).reshape(-1, o)  # (N * H_out * W_out, O)
+        self.dW[...] = (dy_rows.T @ self.columns).reshape(o, k, k, c).transpose(0, 3, 1, 2)
         if self.has_bias:
-            self.db[...] = dy.sum(axis=(0, 2, 3))
-        dpadded = np.zeros((n, c, h + 2 * p, w + 2 * p), dtype=dy.dtype)
+            self.db[...] = dy_rows.sum(axis=0)
+        # each output pixel's gradient through the kernel: (N, H_out, W_out, k, k, C)
+        d_windows = (dy_rows @ self._kernel_matrix()).reshape(n, h_out, w_out, k, k, c)
+        dpadded = np.zeros((n, h + 2 * p, w + 2 * p, c), dtype=d_windows.dtype)
         for i in range(k):
             for j in range(k):
-                # every output pixel saw input pixel (s*y + i, s*x + j) through W[:, :, i, j]
-                dpadded[:, :, i:i + s * h_out:s, j:j + s * w_out:s] += np.einsum(
-                    "nohw,oc->nchw", dy, self.W[:, :, i, j]
-                )
-        return dpadded[:, :, p:p + h, p:p + w] if p else dpadded
+                # output pixel (y, x) saw input pixel (s*y + i, s*x + j) through W[:, :, i, j]
+                dpadded[:, i:i + s * h_out:s, j:j + s * w_out:s] += d_windows[:, :, :, i, j]
+        return np.ascontiguousarray(dpadded[:, p:p + h, p:p + w].transpose(0, 3, 1, 2))
 
 
 class ReLU(Module):

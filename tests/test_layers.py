@@ -194,3 +194,21 @@ def test_mlp_builds_each_norm(norm, cls):
     assert len(norms) == 2 and all(layer.eps == 1e-3 for layer in norms)
     assert not model.layers[0].has_bias and model.layers[-1].has_bias
     assert model.forward(np.ones((4, 8))).shape == (4, 3)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(1, 1, 0), (2, 2, 0), (5, 3, 2), (3, 1, 2)])
+def test_conv2d_kernel_sizes_match_torch(kernel, stride, padding, rng):
+    ours = bn_lib.Conv2d(2, 3, kernel, stride=stride, padding=padding, rng=2)
+    ours.b[...] = rng.standard_normal(3)
+    x = rng.standard_normal((3, 2, 9, 7))
+    y = ours.forward(x)
+    dy = rng.standard_normal(y.shape)
+    xt = to_torch(x, requires_grad=True)
+    wt = to_torch(ours.W, requires_grad=True)
+    bt = to_torch(ours.b, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding)
+    yt.backward(to_torch(dy))
+    np.testing.assert_allclose(y, to_numpy(yt), atol=1e-10)
+    np.testing.assert_allclose(ours.backward(dy), to_numpy(xt.grad), atol=1e-10)
+    np.testing.assert_allclose(ours.dW, to_numpy(wt.grad), atol=1e-10)
+    np.testing.assert_allclose(ours.db, to_numpy(bt.grad), atol=1e-10)
