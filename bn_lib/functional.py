@@ -100,9 +100,9 @@ def check_eps(eps, training, what="batch_norm"):
 # and the elementwise maps run long inner loops over cache-sized blocks.
 # `benchmarks/bench_batchnorm.py` measures the result against PyTorch.
 
-# Partial sums run in the input's dtype over at most this many values of one channel,
-# then float64 takes over: 4096 along a row, where BLAS keeps many partial sums in its
-# vector registers; 256 down the columns of (N, C), which BLAS adds one row at a time.
+# Partial sums run over at most this many values of one channel, then float64 takes
+# over: 4096 along a row, where BLAS keeps many partial sums in its vector registers;
+# dot products down the columns of (N, C), which BLAS adds one row at a time, over 256.
 _SUM_BLOCK = 4096
 _COLUMN_BLOCK = 256
 _LONG_ROW = 64  # trailing sizes L from which one reduction per (sample, channel) row pays
@@ -121,10 +121,12 @@ def channel_sum(a):
     """Sum over every axis but 1: (N, C, ...) -> float64 (C,) (`eq-02-mean`,
     `eq-03-dbeta`).
 
-    Each partial sum covers at most 4096 values of one channel (256 for (N, C) input)
-    and is a BLAS matrix-vector product with a ones vector, in ``a``'s dtype; the partial
-    sums are added in float64, so float32 input keeps its precision however large the
-    batch (``tests/test_numerics.py`` checks N = 65536 and more against float64).
+    Each partial sum covers at most 4096 values of one channel and is a BLAS
+    matrix-vector product with a ones vector, in ``a``'s dtype along contiguous rows of
+    64 values and more, in float64 down the columns of (N, C) input (where BLAS would add
+    one row at a time); the partial sums are added in float64, so float32 input keeps its
+    precision however large the batch (``tests/test_numerics.py`` checks N = 65536 and
+    more against float64).
     """
     return _channel_reduce(a, None)
 
@@ -164,15 +166,18 @@ def _channel_reduce(a, b):
                 partial = np.vecdot(piece, rows_b[:, j:j + _SUM_BLOCK])
             total += partial.reshape(n, c).sum(axis=0, dtype=np.float64)
         return total
-    # short rows: the columns of (N, C * L), a partial sum per column and block of samples
+    # short rows: the columns of (N, C * L). BLAS adds a column one row at a time, so a
+    # float32 partial sum of values with a large mean would fill with rounding error: the
+    # sums run in float64 (a float64 ones vector casts each block), the dot products, of
+    # centred values or gradients, in float32 over blocks of _COLUMN_BLOCK values
     cols_a = a.reshape(n, c * length)
     cols_b = None if b is None else b.reshape(n, c * length)
-    samples = max(1, _COLUMN_BLOCK // max(length, 1))
+    samples = max(1, (_SUM_BLOCK if b is None else _COLUMN_BLOCK) // max(length, 1))
     total = np.zeros(c * length)
     for i in range(0, n, samples):
         block = cols_a[i:i + samples]
         if cols_b is None:
-            total += _ones(block.shape[0], a.dtype) @ block
+            total += _ones(block.shape[0], np.float64) @ block
         else:
             total += np.einsum("nk,nk->k", block, cols_b[i:i + samples])
     return total.reshape(c, length).sum(axis=1) if length != 1 else total

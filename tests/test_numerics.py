@@ -75,7 +75,7 @@ def test_float32_statistics_over_millions_of_values_match_float64(shape):
     assert np.max(np.abs(dbeta - dbeta64) / np.abs(dy).sum(axis=axes)) < 1e-9
 
 
-# The per-channel machinery of bn_lib.functional: partial sums in float32 over blocks of
+# The per-channel machinery of bn_lib.functional: partial sums over blocks of
 # at most 4096 values, float64 across blocks (chapter 03's speed section, issue 15).
 
 @pytest.mark.parametrize("shape", [(65536, 4), (2**20, 2), (16, 2, 64, 80), (65536, 3, 5)],
