@@ -105,6 +105,7 @@ def check_eps(eps, training, what="batch_norm"):
 # dot products down the columns of (N, C), which BLAS adds one row at a time, over 256.
 _SUM_BLOCK = 4096
 _COLUMN_BLOCK = 256
+_CAST_VALUES = 2**16  # float64 column sums cast blocks of at most this size (512 KiB)
 _LONG_ROW = 64  # trailing sizes L from which one reduction per (sample, channel) row pays
 _RUN = 8192  # elements: NumPy's inner loops reach full speed from about this length
 _BLOCKED_FROM = 8 * 2**20  # bytes: from this size on, elementwise maps work block by block
@@ -172,7 +173,10 @@ def _channel_reduce(a, b):
     # centred values or gradients, in float32 over blocks of _COLUMN_BLOCK values
     cols_a = a.reshape(n, c * length)
     cols_b = None if b is None else b.reshape(n, c * length)
-    samples = max(1, (_SUM_BLOCK if b is None else _COLUMN_BLOCK) // max(length, 1))
+    if b is None:  # each block's float64 copy at most _CAST_VALUES long
+        samples = max(1, min(_SUM_BLOCK // max(length, 1), _CAST_VALUES // max(c * length, 1)))
+    else:
+        samples = max(1, _COLUMN_BLOCK // max(length, 1))
     total = np.zeros(c * length)
     for i in range(0, n, samples):
         block = cols_a[i:i + samples]
