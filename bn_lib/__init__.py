@@ -5,6 +5,7 @@ Only NumPy is imported here: PyTorch is needed by ``bn_lib.testing`` (the oracle
 ``bn_lib.torch_distributed`` (the transport of chapter 10) alone, both imported by name.
 """
 
+from .adapt import FrozenBatchNorm, freeze_batchnorm, update_bn
 from .batchnorm import BatchNorm
 from .data import Split, batches, load_digits_split
 from .distributed import (
@@ -38,6 +39,8 @@ from .models import mlp
 from .module import Module
 from .norms import GroupNorm, LayerNorm
 from .optim import SGD, Adam, RMSProp
+from .renorm import BatchRenorm, renorm_limits
+from .residual import Residual, residual_mlp
 from .train import evaluate, fit, train_step
 
 __version__ = "1.0.0"
@@ -51,4 +54,6 @@ __all__ = [
     "load_digits_split", "batches", "fit", "evaluate", "train_step", "mlp",
     "fold_batchnorm", "fold_sequential", "SyncBatchNorm", "ThreadWorld", "global_moments",
     "merge_moments", "sync_batch_norm_forward", "sync_batch_norm_backward",
+    "fold_batchnorm", "fold_sequential", "BatchRenorm", "renorm_limits", "FrozenBatchNorm",
+    "freeze_batchnorm", "update_bn", "Residual", "residual_mlp",
 ]

@@ -89,11 +89,7 @@ class BatchNorm(Module):
         ``track_running_stats`` is true, and eval mode uses them whenever they exist: a
         layer built with them and switched to ``track_running_stats = False`` keeps
         them frozen and still normalizes with them in eval mode."""
-        x = check_input(x)
-        if x.shape[1] != self.num_features:
-            raise ValueError(
-                f"expected {self.num_features} channels on axis 1, got input of shape {x.shape}"
-            )
+        x = self._check_channels(x)
         # every check runs before any state changes: a forward that raises leaves the
         # layer as it was
         if self.training or self.running_mean is None:
@@ -117,6 +113,23 @@ class BatchNorm(Module):
                     and value.flags.writeable):
                 raise TypeError(f"{name} must be a writeable floating-point NumPy array "
                                 "(it is updated in place)")
+
+    def _check_channels(self, x):
+        """``x`` as a floating (N, C, ...) array with C = num_features on axis 1, or raise.
+
+        Sequence models often hold (N, L, C) arrays while BatchNorm, like PyTorch's
+        BatchNorm1d, wants (N, C, L); the message says so when the last axis would fit
+        (chapter 09). When L == C the mistake cannot be seen from the shape.
+        """
+        x = check_input(x)
+        if x.shape[1] != self.num_features:
+            hint = ""
+            if x.ndim == 3 and x.shape[2] == self.num_features:
+                hint = ("; the channels seem to be on the last axis: for (N, L, C) input "
+                        "pass x.transpose(0, 2, 1), of shape (N, C, L)")
+            raise ValueError(f"expected {self.num_features} channels on axis 1, got input "
+                             f"of shape {x.shape}{hint}")
+        return x
 
     def update_running_stats(self, m):
         """`eq-04-ema` with the unbiased batch variance of the last forward pass (``m``

@@ -89,3 +89,9 @@ def test_groupnorm_with_one_value_per_group():
     # torch.nn.GroupNorm returns beta here; bn_lib refuses to normalize a single value
     with pytest.raises(ValueError, match="more than 1 value"):
         bn_lib.GroupNorm(4, 4).forward(np.ones((2, 4)))
+
+
+def test_channels_last_sequence_input_is_named():
+    # (N, L, C) = (8, 5, 3) given to BatchNorm(3), which wants (N, C, L) (chapter 09)
+    with pytest.raises(ValueError, match=r"channels seem to be on the last axis.*transpose"):
+        bn_lib.BatchNorm(3).forward(np.ones((8, 5, 3)))
