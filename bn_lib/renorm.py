@@ -44,7 +44,8 @@ def renorm_limits(step, r_max=3.0, d_max=5.0, warmup_steps=0, ramp_steps=0):
     For the first ``warmup_steps`` steps ``(1.0, 0.0)``: plain Batch Normalization, while
     the running statistics settle. Then both limits grow linearly over ``ramp_steps``
     steps to ``(r_max, d_max)`` and stay there (the paper: 5,000 steps of warm-up, then
-    r_max to 3 over 40,000 steps and d_max to 5 over 25,000; here one ramp serves both).
+    relaxed to reach r_max = 3 at step 40,000 and d_max = 5 at step 25,000; here one ramp
+    serves both).
     Returns ``(r_max, d_max)`` for this step.
     """
     if r_max < 1 or d_max < 0:
