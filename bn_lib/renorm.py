@@ -95,11 +95,12 @@ class BatchRenorm(BatchNorm):
             raise ValueError("Expected more than 1 value per channel when training, "
                              f"got input size {x.shape}")
         xw = x.astype(np.float32 if x.dtype == np.float16 else x.dtype, copy=False)
-        mean = channel_sum(xw) / m
+        mean = channel_sum(xw) / m  # eq-02-mean
         centred = xw - per_channel(mean, xw)
-        var = channel_dot(centred, centred) / m
+        var = channel_dot(centred, centred) / m  # eq-02-var
         inv_std = 1.0 / np.sqrt(var + self.eps)
 
+        # eq-09-renorm, with the limits of this step (eq-09-schedule)
         r_max, d_max = self.limits()
         sigma = np.sqrt(self.running_var + self.eps)  # the statistics eval mode will use
         self.r = np.clip(1.0 / (inv_std * sigma), 1.0 / r_max, r_max)
