@@ -21,7 +21,10 @@ matplotlib and threadpoolctl are imported by the functions that need them.
 
 from __future__ import annotations
 
+import json
+import os
 import timeit
+from pathlib import Path
 
 import numpy as np
 from IPython.display import Markdown, display
@@ -30,6 +33,7 @@ __all__ = [
     "best_time",
     "draw_channel_cubes",
     "draw_computational_graph",
+    "load_or_run",
     "moving_average",
     "plot_mean_and_range",
     "rounded",
@@ -52,6 +56,18 @@ def use_one_thread():
 
     _thread_limits.append(threadpool_limits(limits=1))
     torch.set_num_threads(1)
+
+
+def load_or_run(path, run):
+    """The stored results of a heavy or chaotic experiment: ``run()`` (a JSON-serializable
+    value) is computed and written to ``path`` when the file is missing or the
+    environment variable ``BN_BOOK_HEAVY`` is ``1``; otherwise the file is read. The
+    chapter that calls it re-runs some of the stored runs live and asserts them."""
+    path = Path(path)
+    if os.environ.get("BN_BOOK_HEAVY") == "1" or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run(), indent=1) + "\n")
+    return json.loads(path.read_text())
 
 
 def rounded(a, digits=4):
