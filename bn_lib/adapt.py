@@ -14,7 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from .batchnorm import BatchNorm
-from .functional import batch_norm_backward, batch_norm_inference, check_channel_vector
+from .functional import (
+    batch_norm_backward,
+    batch_norm_inference,
+    check_channel_vector,
+    check_input,
+)
 from .layers import Sequential
 from .module import Module
 
@@ -91,6 +96,10 @@ class FrozenBatchNorm(Module):
 
     def forward(self, x):
         """(N, C, ...) -> (N, C, ...), the same map in training and eval mode."""
+        x = check_input(x)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"expected {self.num_features} channels on axis 1, got input "
+                             f"of shape {x.shape}")
         y, self.cache = batch_norm_inference(x, self.running_mean, self.running_var,
                                              self.gamma, self.beta, self.eps)
         return y

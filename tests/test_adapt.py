@@ -46,9 +46,15 @@ def test_frozen_batchnorm_matches_pytorch_eval_in_both_modes(shape, device, rng)
     assert frozen.num_parameters() == 0
 
 
-def test_frozen_batchnorm_needs_running_statistics():
+def test_frozen_batchnorm_bad_input():
     with pytest.raises(ValueError, match="no running statistics"):
         bn_lib.FrozenBatchNorm.from_batchnorm(bn_lib.BatchNorm(3, track_running_stats=False))
+    with pytest.raises(ValueError, match="expected 3 channels on axis 1"):
+        bn_lib.FrozenBatchNorm(3).forward(np.ones((4, 5)))
+    with pytest.raises(TypeError, match="floating-point"):
+        bn_lib.FrozenBatchNorm(3).forward(np.ones((4, 3), dtype=int))
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        bn_lib.FrozenBatchNorm(3).backward(np.ones((4, 3)))
 
 
 def test_freeze_batchnorm_replaces_every_layer_and_keeps_the_function(rng):
