@@ -54,6 +54,6 @@ __all__ = [
     "load_digits_split", "batches", "fit", "evaluate", "train_step", "mlp",
     "fold_batchnorm", "fold_sequential", "SyncBatchNorm", "ThreadWorld", "global_moments",
     "merge_moments", "sync_batch_norm_forward", "sync_batch_norm_backward",
-    "fold_batchnorm", "fold_sequential", "BatchRenorm", "renorm_limits", "FrozenBatchNorm",
+    "BatchRenorm", "renorm_limits", "FrozenBatchNorm",
     "freeze_batchnorm", "update_bn", "Residual", "residual_mlp",
 ]
