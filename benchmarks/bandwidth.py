@@ -7,6 +7,7 @@ report) and by ``benchmarks/bench_memory_bound.py``. Needs torch and bn_lib only
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import time
@@ -18,6 +19,18 @@ BANDWIDTH_SHAPES = {
     "cpu": [(64, 64, 56, 56), (64, 256, 14, 14), (4096, 1024)],
 }
 BANDWIDTH_QUICK_SHAPES = [(16, 8, 16, 16), (256, 64)]
+
+
+def parse_shape(text):
+    """A shape written as 256x64x56x56, for the benchmarks' command lines."""
+    try:
+        shape = tuple(int(n) for n in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"shape must look like 256x64x56x56, got {text!r}") from None
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"shape needs at least (N, C), got {text!r}")
+    return shape
 
 
 def synchronize(device):

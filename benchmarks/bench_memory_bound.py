@@ -38,20 +38,11 @@ import json
 import sys
 
 import torch
-from bandwidth import format_bandwidth, measure_bandwidth  # the module beside this script
+
+# bandwidth.py is the module beside this script
+from bandwidth import format_bandwidth, measure_bandwidth, parse_shape
 
 from bn_lib.testing import resolve_device
-
-
-def parse_shape(text):
-    try:
-        shape = tuple(int(n) for n in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"shape must look like 256x64x56x56, got {text!r}") from None
-    if len(shape) < 2 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"shape needs at least (N, C), got {text!r}")
-    return shape
 
 
 def main(argv=None):

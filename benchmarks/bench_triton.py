@@ -50,6 +50,8 @@ import platform
 import sys
 import time
 
+from benchmarks.bandwidth import parse_shape
+
 __all__ = ["SHAPES", "QUICK_SHAPES", "run", "render_markdown", "write_report", "main",
            "time_eager", "time_graph", "copy_bandwidth", "verdicts"]
 
@@ -70,17 +72,6 @@ VARIANTS = [  # (name, launch_config keyword arguments), tried with --variants
     ("tile 16 KiB, 8 warps", dict(tile_bytes=16384, num_warps=8)),
     ("4 programs per SM", dict(programs_per_sm=4)),
 ]
-
-
-def parse_shape(text):
-    try:
-        shape = tuple(int(n) for n in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"shape must look like 256x64x56x56, got {text!r}") from None
-    if len(shape) < 2 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"shape needs at least (N, C), got {text!r}")
-    return shape
 
 
 # ----------------------------------------------------------------------------- timing
