@@ -36,15 +36,15 @@ import numpy as np
 from .batchnorm import BatchNorm
 from .functional import (
     BatchNormCache,
-    _input_gradient,
-    _normalize,
-    _working_dtype,
     batch_norm_backward,
     channel_dot,
     channel_sum,
     check_channel_vector,
     check_input,
+    input_gradient,
+    normalize_with_statistics,
     per_channel,
+    working_dtype,
 )
 
 __all__ = [
@@ -93,7 +93,7 @@ def global_moments(x, allreduce_sum):
     float32 for float16). Chapter 10, `eq-10-mean` and `eq-10-var`: two rounds, so the
     squares are taken around the global mean.
     """
-    xw = x.astype(_working_dtype(x.dtype), copy=False)
+    xw = x.astype(working_dtype(x.dtype), copy=False)
     local_count = x.size // x.shape[1]
     totals = _reduce(allreduce_sum, np.append(channel_sum(xw), local_count))  # round 1
     count = int(round(totals[-1]))
@@ -128,7 +128,8 @@ def sync_batch_norm_forward(x, gamma, beta, allreduce_sum, eps=1e-5):
     beta = check_channel_vector(beta, "beta", num_channels)
     mean, var, count, centred = global_moments(x, allreduce_sum)
     # eq-02-normalize and eq-02-scale-shift with the global statistics
-    y, cache = _normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=True)
+    y, cache = normalize_with_statistics(centred, mean, var, gamma, beta, eps, x.dtype,
+                                         training=True)
     return y, SyncBatchNormCache(**vars(cache), count=count)
 
 
@@ -159,7 +160,7 @@ def sync_batch_norm_backward(dy, cache, allreduce_sum):
     dgamma = channel_dot(dy, cache.centred) * cache.inv_std  # this slice's sum(dy * x_hat)
     sums = _reduce(allreduce_sum, np.concatenate([dbeta, dgamma]))  # eq-10-sums
     sum_dy, sum_dy_x_hat = sums[:num_channels], sums[num_channels:]
-    dx = _input_gradient(dy, cache, sum_dy, sum_dy_x_hat, cache.count)  # eq-10-dx
+    dx = input_gradient(dy, cache, sum_dy, sum_dy_x_hat, cache.count)  # eq-10-dx
     return (dx.astype(cache.dtype, copy=False), dgamma.astype(cache.dtype),
             dbeta.astype(cache.dtype))
 

@@ -33,6 +33,9 @@ __all__ = [
     "check_input",
     "check_channel_vector",
     "check_eps",
+    "normalize_with_statistics",
+    "input_gradient",
+    "working_dtype",
 ]
 
 
@@ -295,7 +298,7 @@ def _blocks(view):
             for i in range(view.shape[0]) for j in range(0, view.shape[1], step)]
 
 
-def _working_dtype(dtype):
+def working_dtype(dtype):
     """float16 is computed in float32 (its 11-bit mantissa cannot hold the statistics)."""
     return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
 
@@ -324,7 +327,7 @@ class BatchNormCache:
         return self.centred * per_channel(self.inv_std, self.centred)
 
 
-def _normalize(centred, mean, var, gamma, beta, eps, dtype, training):
+def normalize_with_statistics(centred, mean, var, gamma, beta, eps, dtype, training):
     """y = (x - mean) * (gamma * inv_std) + beta, and the cache: the last step shared by
     the training and eval forward passes (`eq-02-normalize`, `eq-02-scale-shift`)."""
     inv_std = 1.0 / np.sqrt(var + eps)
@@ -359,12 +362,13 @@ def batch_norm_forward(x, gamma, beta, eps=1e-5):
         )
     gamma = check_channel_vector(gamma, "gamma", num_channels).copy()
     beta = check_channel_vector(beta, "beta", num_channels)
-    xw = x.astype(_working_dtype(x.dtype), copy=False)
+    xw = x.astype(working_dtype(x.dtype), copy=False)
 
     mean = channel_sum(xw) / m  # eq-02-mean
     centred = _channel_affine(xw, shift=-mean)  # x - mean
     var = channel_dot(centred, centred) / m  # eq-02-var
-    return _normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=True)
+    return normalize_with_statistics(centred, mean, var, gamma, beta, eps, x.dtype,
+                                     training=True)
 
 
 def batch_norm_inference(x, running_mean, running_var, gamma, beta, eps=1e-5):
@@ -384,9 +388,10 @@ def batch_norm_inference(x, running_mean, running_var, gamma, beta, eps=1e-5):
     var = check_channel_vector(running_var, "running_var", c).copy()
     gamma = check_channel_vector(gamma, "gamma", c).copy()
     beta = check_channel_vector(beta, "beta", c)
-    xw = x.astype(_working_dtype(x.dtype), copy=False)
+    xw = x.astype(working_dtype(x.dtype), copy=False)
     centred = _channel_affine(xw, shift=-mean)  # x - mean
-    return _normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=False)
+    return normalize_with_statistics(centred, mean, var, gamma, beta, eps, x.dtype,
+                                     training=False)
 
 
 def batch_norm_backward(dy, cache):
@@ -418,14 +423,14 @@ def batch_norm_backward(dy, cache):
     dbeta = channel_sum(dy)  # eq-03-dbeta
     dgamma = channel_dot(dy, centred) * inv_std  # eq-03-dgamma: sum(dy * x_hat)
     if cache.training:
-        dx = _input_gradient(dy, cache, dbeta, dgamma, m)
+        dx = input_gradient(dy, cache, dbeta, dgamma, m)
     else:
         dx = _channel_affine(dy, cache.gamma * inv_std)
     return (dx.astype(cache.dtype, copy=False), dgamma.astype(cache.dtype),
             dbeta.astype(cache.dtype))
 
 
-def _input_gradient(dy, cache, sum_dy, sum_dy_x_hat, m):
+def input_gradient(dy, cache, sum_dy, sum_dy_x_hat, m):
     """Training-mode dx of `eq-03-dx` from the per-channel sums of dy and dy * x_hat over
     the m values of each channel, in the working dtype. Shared with the synchronized
     backward pass (chapter 10, `eq-10-dx`), whose sums and m are those of the global batch."""
