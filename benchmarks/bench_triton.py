@@ -50,7 +50,7 @@ import platform
 import sys
 import time
 
-from benchmarks.bandwidth import parse_shape
+from benchmarks.bandwidth import parse_shape, synchronize
 
 __all__ = ["SHAPES", "QUICK_SHAPES", "run", "render_markdown", "write_report", "main",
            "time_eager", "time_graph", "copy_bandwidth", "verdicts"]
@@ -77,13 +77,6 @@ VARIANTS = [  # (name, launch_config keyword arguments), tried with --variants
 # ----------------------------------------------------------------------------- timing
 
 
-def _sync(device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_seconds(run, device, calls_per_run, min_time, trials):
     """Median over ``trials`` of the seconds per call of ``run`` (which makes
     ``calls_per_run`` calls), repeated until a trial lasts about ``min_time``."""
@@ -93,10 +86,10 @@ def _median_seconds(run, device, calls_per_run, min_time, trials):
 
     if device.type == "cuda":
         run()  # warm-up: allocator, caches (kernels were compiled by the error check)
-        _sync(device)
+        synchronize(device)
     t0 = time.perf_counter()
     run()
-    _sync(device)
+    synchronize(device)
     once = max(time.perf_counter() - t0, 1e-6)
     reps = max(1, min(1000, math.ceil(min_time / once)))
     times = []
@@ -318,7 +311,7 @@ class Case:
                         f"{row['graph_error']}")
                     try:  # does the device still work?
                         torch.ones(1, device=self.device).sum().item()
-                        _sync(self.device)
+                        synchronize(self.device)
                     except Exception:  # noqa: BLE001
                         return False
                     continue
@@ -521,26 +514,12 @@ def render_markdown(report):
     return "\n".join(out) + "\n"
 
 
-def _jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
 def write_report(report, prefix):
-    prefix = prefix.replace("{device}", report["device"])
-    if os.path.dirname(prefix):
-        os.makedirs(os.path.dirname(prefix), exist_ok=True)
-    with open(prefix + ".json", "w") as f:
-        json.dump(_jsonable(report), f, indent=1)
-        f.write("\n")
-    with open(prefix + ".md", "w") as f:
-        f.write(render_markdown(report))
-    return prefix + ".json", prefix + ".md"
+    """PREFIX.json and PREFIX.md ({device} in PREFIX becomes the device), as tools.verify
+    writes its reports."""
+    from tools.verify import write_report as write
+
+    return write(report, prefix, render=render_markdown)
 
 
 def main(argv=None):

@@ -145,28 +145,29 @@ def render_markdown(report):
     return "\n".join(out)
 
 
-def write_report(report, prefix):
-    """Write PREFIX.json and PREFIX.md (``{device}`` in PREFIX becomes the device)."""
+def write_report(report, prefix, render=None):
+    """Write PREFIX.json and PREFIX.md (``{device}`` in PREFIX becomes the device); the
+    Markdown is ``render(report)``, by default this command's :func:`render_markdown`."""
     prefix = prefix.replace("{device}", report["device"])
     directory = os.path.dirname(prefix)
     if directory:
         os.makedirs(directory, exist_ok=True)
     with open(prefix + ".json", "w") as f:
-        json.dump(_jsonable(report), f, indent=1)
+        json.dump(jsonable(report), f, indent=1)
         f.write("\n")
     with open(prefix + ".md", "w") as f:
-        f.write(render_markdown(report))
+        f.write((render or render_markdown)(report))
     return prefix + ".json", prefix + ".md"
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """Non-finite floats become strings, so the file is strict JSON."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return str(obj)
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     return obj
 
 
