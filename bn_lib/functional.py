@@ -105,10 +105,13 @@ def check_eps(eps, training, what="batch_norm"):
 
 # Partial sums run over at most this many values of one channel, then float64 takes
 # over: 4096 along a row, where BLAS keeps many partial sums in its vector registers;
-# dot products down the columns of (N, C), which BLAS adds one row at a time, over 256.
+# down the columns of (N, C), which BLAS adds one row at a time, dot products over 256
+# and float32 sums over 8 rows (values with a large mean fill a float32 sum with
+# rounding error as it grows).
 _SUM_BLOCK = 4096
 _COLUMN_BLOCK = 256
 _CAST_VALUES = 2**16  # float64 column sums cast blocks of at most this size (512 KiB)
+_FLOAT32_ROWS = 8
 _LONG_ROW = 64  # trailing sizes L from which one reduction per (sample, channel) row pays
 _RUN = 8192  # elements: NumPy's inner loops reach full speed from about this length
 _BLOCKED_FROM = 8 * 2**20  # bytes: from this size on, elementwise maps work block by block
@@ -125,12 +128,12 @@ def channel_sum(a):
     """Sum over every axis but 1: (N, C, ...) -> float64 (C,) (`eq-02-mean`,
     `eq-03-dbeta`).
 
-    Each partial sum covers at most 4096 values of one channel and is a BLAS
-    matrix-vector product with a ones vector, in ``a``'s dtype along contiguous rows of
-    64 values and more, in float64 down the columns of (N, C) input (where BLAS would add
-    one row at a time); the partial sums are added in float64, so float32 input keeps its
-    precision however large the batch (``tests/test_numerics.py`` checks N = 65536 and
-    more against float64).
+    Each partial sum is a BLAS matrix-vector product with a ones vector: in ``a``'s
+    dtype over at most 4096 values along contiguous rows of 64 values and more; down the
+    columns of (N, C) input, where BLAS adds one row at a time, over 8 rows for float32
+    (within a unit in the last place of the data's mean) and in float64 otherwise. The
+    partial sums are added in float64, so float32 input keeps its precision however large
+    the batch (``tests/test_numerics.py`` checks N = 65536 and more against float64).
     """
     return _channel_reduce(a, None)
 
@@ -171,23 +174,41 @@ def _channel_reduce(a, b):
             total += partial.reshape(n, c).sum(axis=0, dtype=np.float64)
         return total
     # short rows: the columns of (N, C * L). BLAS adds a column one row at a time, so a
-    # float32 partial sum of values with a large mean would fill with rounding error: the
-    # sums run in float64 (a float64 ones vector casts each block), the dot products, of
-    # centred values or gradients, in float32 over blocks of _COLUMN_BLOCK values
+    # float32 partial sum of values with a large mean fills with rounding error as it
+    # grows: float32 sums run over _FLOAT32_ROWS rows at a time (one batched
+    # matrix-vector product), other sums in float64 (a float64 ones vector casts each
+    # block); the dot products, of centred values or gradients, run in the inputs' dtype
+    # over blocks of _COLUMN_BLOCK values
     cols_a = a.reshape(n, c * length)
     cols_b = None if b is None else b.reshape(n, c * length)
-    if b is None:  # each block's float64 copy at most _CAST_VALUES long
-        samples = max(1, min(_SUM_BLOCK // max(length, 1), _CAST_VALUES // max(c * length, 1)))
+    if b is None and a.dtype == np.float32 and c * length >= _LONG_ROW:
+        total = _float32_column_sum(cols_a)
     else:
-        samples = max(1, _COLUMN_BLOCK // max(length, 1))
-    total = np.zeros(c * length)
-    for i in range(0, n, samples):
-        block = cols_a[i:i + samples]
-        if cols_b is None:
-            total += _ones(block.shape[0], np.float64) @ block
+        total = np.zeros(c * length)
+        if b is None:  # each block's float64 copy at most _CAST_VALUES long
+            samples = max(1, min(_SUM_BLOCK // max(length, 1),
+                                 _CAST_VALUES // max(c * length, 1)))
         else:
-            total += np.einsum("nk,nk->k", block, cols_b[i:i + samples])
+            samples = max(1, _COLUMN_BLOCK // max(length, 1))
+        for i in range(0, n, samples):
+            block = cols_a[i:i + samples]
+            if cols_b is None:
+                total += _ones(block.shape[0], np.float64) @ block
+            else:
+                total += np.einsum("nk,nk->k", block, cols_b[i:i + samples])
     return total.reshape(c, length).sum(axis=1) if length != 1 else total
+
+
+def _float32_column_sum(cols):
+    """Column sums of a float32 (N, K) array, float64 (K,): partial sums over
+    _FLOAT32_ROWS rows, each within a few roundings of its values, added in float64."""
+    n, k = cols.shape
+    main = n - n % _FLOAT32_ROWS
+    partial = _ones(_FLOAT32_ROWS, np.float32) @ cols[:main].reshape(-1, _FLOAT32_ROWS, k)
+    total = partial.sum(axis=0, dtype=np.float64)
+    if main < n:
+        total += cols[main:].sum(axis=0, dtype=np.float64)
+    return total
 
 
 @functools.lru_cache(maxsize=64)

@@ -131,6 +131,27 @@ def test_channel_sum_and_dot_match_float64_sums(shape, dtype):
     np.testing.assert_allclose(dot / m, (a64 * b64).sum(axis=axes) / m, atol=tol * 3, rtol=tol)
 
 
+@pytest.mark.parametrize("mean", [1e3, 1e4, 1e5])
+@pytest.mark.parametrize("shape", [(256, 1024), (4099, 64), (1030, 16, 2, 2)], ids=str)
+def test_float32_column_sums_stay_within_a_unit_of_the_data(shape, mean):
+    """Wide float32 input with short rows (the columns of (N, C * L)) is summed over
+    8 rows at a time, then in float64: the mean stays within one unit in the last place
+    of the data (np.spacing of the mean, 1e-3 at mean 1e4). A float32 accumulator down
+    the whole column, which is what one BLAS product would be, misses by 3 to 40 units
+    here, so the bound can fail."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) + mean).astype(np.float32)
+    c, m = shape[1], x.size // shape[1]
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean64 = x.astype(np.float64).mean(axis=axes)
+    unit = float(np.spacing(np.float32(mean)))
+    ours = bn_lib.functional.channel_sum(x) / m
+    assert np.max(np.abs(ours - mean64)) < unit
+    down_the_column = np.cumsum(x.reshape(shape[0], -1), axis=0, dtype=np.float32)[-1]
+    whole = down_the_column.reshape(c, -1).sum(axis=1, dtype=np.float64) / m
+    assert np.max(np.abs(whole - mean64)) > unit
+
+
 def test_channel_dot_rejects_arrays_of_two_shapes():
     with pytest.raises(ValueError, match="one shape"):
         bn_lib.functional.channel_dot(np.ones((4, 3)), np.ones((4, 2)))
