@@ -240,7 +240,9 @@ def _channel_affine(x, scale=None, shift=None, subtract_from=None, rescale=None)
     for (N, C) input) at a time, about half as fast as a copy. Here the vectors are
     expanded into patterns of at least _RUN contiguous values (:func:`_runs`), so every
     operation is a few long loops. Arrays of 8 MiB and more go block by block, so that
-    the operations after the first find their operands still in cache.
+    the operations after the first find their operands still in cache; arrays of fewer
+    than _RUN values broadcast the vectors, as copying them into patterns would cost more
+    than the loops save.
     """
     x = np.ascontiguousarray(x)
     out = np.empty(x.shape, x.dtype)
@@ -248,26 +250,37 @@ def _channel_affine(x, scale=None, shift=None, subtract_from=None, rescale=None)
         return out
     if subtract_from is not None:
         subtract_from = np.ascontiguousarray(subtract_from, dtype=x.dtype)
+    if x.size < _RUN:  # too small for patterns to pay: broadcast (1, C, 1, ...) vectors
+        _affine_into(out, x, *(None if v is None else per_channel(v, x)
+                               for v in (scale, shift, rescale)), subtract_from)
+        return out
     for samples, view, pattern_shape in _runs(x.shape):
-        s = None if scale is None else _expand(scale, pattern_shape, x.dtype)
-        t = None if shift is None else _expand(shift, pattern_shape, x.dtype)
-        k = None if rescale is None else _expand(rescale, pattern_shape, x.dtype)
+        s, t, k = (None if v is None else _expand(v, pattern_shape, x.dtype)
+                   for v in (scale, shift, rescale))
         x_v, out_v = x[samples].reshape(view), out[samples].reshape(view)
         from_v = None if subtract_from is None else subtract_from[samples].reshape(view)
         for block in _blocks(out_v):
-            o, sub = out_v[block], (slice(None),) + block[1:]  # sub: the pattern's part
-            if s is not None:
-                np.multiply(x_v[block], s[sub], out=o)
-                if t is not None:
-                    o += t[sub]
-            elif t is not None:
-                np.add(x_v[block], t[sub], out=o)
-            else:
-                o[...] = x_v[block]
-            if from_v is not None:
-                np.subtract(from_v[block], o, out=o)
-                o *= k[sub]
+            sub = (slice(None),) + block[1:]  # the pattern's part of the block
+            _affine_into(out_v[block], x_v[block], *(None if v is None else v[sub]
+                                                     for v in (s, t, k)),
+                         None if from_v is None else from_v[block])
     return out
+
+
+def _affine_into(out, x, scale, shift, rescale, subtract_from):
+    """out = x * scale + shift, then out = (subtract_from - out) * rescale, for arrays
+    that broadcast together; a vector of None is left out."""
+    if scale is not None:
+        np.multiply(x, scale, out=out)
+        if shift is not None:
+            out += shift
+    elif shift is not None:
+        np.add(x, shift, out=out)
+    else:
+        out[...] = x
+    if subtract_from is not None:
+        np.subtract(subtract_from, out, out=out)
+        out *= rescale
 
 
 def _runs(shape):
