@@ -7,7 +7,10 @@ Three tables, all on the CPU:
    "textbook" NumPy version (the nine steps of chapter 03's graph). Each is also given as
    a share of the 5S limit: with S the bytes of x, a forward + backward must at least read
    x and write y, then read x and dy and write dx, 5S in all; the limit's time is that of
-   one copy (2S) plus one add (3S) of arrays of x's size, timed in the same rounds.
+   one copy (2S) plus one add (3S) of arrays of x's size, timed in the same rounds. On
+   (N, C) input a last row, "bn_lib, bare", times bn_lib's eleven passes as bare NumPy
+   calls on the same arrays: where it is no faster than PyTorch, no tuning of the Python
+   around the calls can meet the target, only fewer passes.
 2. One training step (forward, loss, backward, SGD update) of an MLP and of a small CNN on
    8 x 8 digits, in float64, bn_lib against the same network in PyTorch on one thread.
 3. Peak memory of the NumPy versions of (1), by tracemalloc, in units of x's size.
