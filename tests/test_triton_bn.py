@@ -74,6 +74,14 @@ def reference(x, gamma, beta, dy, eps=1e-5):
     return (y, *torch.autograd.grad(y, (xr, gr, br), dy.double()))
 
 
+def assert_matches_reference(outputs, inputs, dtype):
+    """y, dx, dgamma and dbeta within ``dtype``'s tolerances of :func:`reference`."""
+    for ours, ref, kind, what in zip(outputs, reference(*inputs),
+                                     ("elementwise", "elementwise", "reduction", "reduction"),
+                                     ("y", "dx", "dgamma", "dbeta"), strict=True):
+        assert_close(ours, ref, dtype, kind, what)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("device", DEVICES)
@@ -103,10 +111,7 @@ def test_float16_matches_pytorch(shape, device):
     y, cache = bn_triton.batch_norm_forward(x, gamma, beta)
     dx, dgamma, dbeta = bn_triton.batch_norm_backward(dy, cache)
     assert y.dtype == dx.dtype == torch.float16
-    for ours, ref, kind, what in zip((y, dx, dgamma, dbeta), reference(x, gamma, beta, dy),
-                                     ("elementwise", "elementwise", "reduction", "reduction"),
-                                     ("y", "dx", "dgamma", "dbeta")):
-        assert_close(ours, ref, torch.float16, kind, what)
+    assert_matches_reference((y, dx, dgamma, dbeta), (x, gamma, beta, dy), torch.float16)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -123,10 +128,7 @@ def test_many_row_groups_merge_exactly(device):
     assert config.row_groups == 12
     y, cache = bn_triton.batch_norm_forward(x, gamma, beta, config=config)
     dx, dgamma, dbeta = bn_triton.batch_norm_backward(dy, cache)
-    for ours, ref, kind, what in zip((y, dx, dgamma, dbeta), reference(x, gamma, beta, dy),
-                                     ("elementwise", "elementwise", "reduction", "reduction"),
-                                     ("y", "dx", "dgamma", "dbeta")):
-        assert_close(ours, ref, torch.float32, kind, what)
+    assert_matches_reference((y, dx, dgamma, dbeta), (x, gamma, beta, dy), torch.float32)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -139,10 +141,7 @@ def test_a_group_may_end_inside_a_tile(device):
                                     row_groups=4, num_warps=4)
     y, cache = bn_triton.batch_norm_forward(x, gamma, beta, config=config)
     dx, dgamma, dbeta = bn_triton.batch_norm_backward(dy, cache)
-    for ours, ref, kind, what in zip((y, dx, dgamma, dbeta), reference(x, gamma, beta, dy),
-                                     ("elementwise", "elementwise", "reduction", "reduction"),
-                                     ("y", "dx", "dgamma", "dbeta")):
-        assert_close(ours, ref, torch.float32, kind, what)
+    assert_matches_reference((y, dx, dgamma, dbeta), (x, gamma, beta, dy), torch.float32)
 
 
 @pytest.mark.parametrize("shape", [(4096, 8), (16, 8, 16, 16)])
@@ -252,7 +251,4 @@ def test_benchmark_shapes_on_cuda(shape, dtype):
     x, gamma, beta, dy = make_inputs(shape, dtype, "cuda", seed=5)
     y, cache = bn_triton.batch_norm_forward(x, gamma, beta)
     dx, dgamma, dbeta = bn_triton.batch_norm_backward(dy, cache)
-    for ours, ref, kind, what in zip((y, dx, dgamma, dbeta), reference(x, gamma, beta, dy),
-                                     ("elementwise", "elementwise", "reduction", "reduction"),
-                                     ("y", "dx", "dgamma", "dbeta")):
-        assert_close(ours, ref, dtype, kind, what)
+    assert_matches_reference((y, dx, dgamma, dbeta), (x, gamma, beta, dy), dtype)
