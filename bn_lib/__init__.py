@@ -10,7 +10,6 @@ from .batchnorm import BatchNorm
 from .data import Split, batches, load_digits_split
 from .distributed import (
     SyncBatchNorm,
-    ThreadWorld,
     global_moments,
     merge_moments,
     sync_batch_norm_backward,
@@ -41,6 +40,7 @@ from .norms import GroupNorm, LayerNorm
 from .optim import SGD, Adam, RMSProp
 from .renorm import BatchRenorm, renorm_limits
 from .residual import Residual, residual_mlp
+from .thread_world import ThreadWorld
 from .train import evaluate, fit, train_step
 
 __version__ = "1.0.0"

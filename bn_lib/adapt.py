@@ -6,7 +6,7 @@
 * :class:`FrozenBatchNorm` is an eval-mode BatchNorm that stays in eval mode: fixed
   statistics and a fixed gamma and beta, whatever ``train()`` says (torchvision's
   ``FrozenBatchNorm2d``, the usual layer for fine-tuning with small batches);
-  :func:`freeze_batchnorm` swaps it in for every BatchNorm of a ``Sequential``.
+  :func:`freeze_batchnorm` swaps it in for every BatchNorm of a model.
 """
 
 from __future__ import annotations
@@ -14,52 +14,58 @@ from __future__ import annotations
 import numpy as np
 
 from .batchnorm import BatchNorm
-from .functional import (
-    batch_norm_backward,
-    batch_norm_inference,
-    check_channel_vector,
-    check_input,
-)
-from .layers import Sequential
-from .module import Module
+from .checks import check_channel_vector, check_channels, check_count, check_eps
+from .functional import batch_norm_backward, batch_norm_inference
+from .module import Module, replace_modules
 
 __all__ = ["FrozenBatchNorm", "freeze_batchnorm", "update_bn"]
 
-
-def _batchnorm_layers(model):
-    found = [model] if isinstance(model, BatchNorm) else []
-    for child in model.children():
-        found += _batchnorm_layers(child)
-    return found
+_STATE = ("running_mean", "running_var", "num_batches_tracked", "momentum", "cache")
 
 
 def update_bn(model, x, batch_size=64):
     """Recompute the running statistics of every BatchNorm layer in ``model`` from ``x``.
 
     Like ``torch.optim.swa_utils.update_bn``: reset the statistics, run ``x`` (shape
-    (N, ...), in order, in batches of ``batch_size``) through the model in training mode
-    with ``momentum=None``, so each layer ends with the cumulative average over the
-    batches (chapter 04, `eq-04-cumulative`), then restore each layer's momentum and the
-    model's mode. No parameter changes. Returns the number of layers updated.
+    (N, ...), in order, in batches of ``batch_size``, the last one possibly shorter)
+    through the model in training mode with ``momentum=None``, so each layer ends with
+    the cumulative average over the batches, each batch weighted equally (chapter 04,
+    `eq-04-cumulative`), then restore each layer's momentum and the model's mode. No
+    parameter changes. Unlike torch, ``num_batches_tracked`` keeps its value: it counts
+    training steps, which drive BatchRenorm's schedule. A call that raises (a batch with
+    one value per channel, say) restores every layer as it was. Returns the number of
+    layers updated.
     """
-    layers = [bn for bn in _batchnorm_layers(model) if bn.track_running_stats]
+    batch_size = check_count(batch_size, "batch_size")
+    if len(x) == 0:
+        raise ValueError("update_bn got no examples: the statistics would be reset to nothing")
+    layers = [m for m in model.modules() if isinstance(m, BatchNorm) and m.track_running_stats]
     if not layers:
         return 0
-    if len(x) < 2:
-        raise ValueError(f"update_bn needs at least 2 examples, got {len(x)}")
-    was_training, momenta = model.training, [bn.momentum for bn in layers]
-    for bn in layers:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size]
-        if len(batch) > 1:  # a last batch of one cannot be normalized
-            model.forward(batch)
-    for bn, momentum in zip(layers, momenta):
-        bn.momentum = momentum
-    model.train(was_training)
+    saved = [{name: _copy(getattr(bn, name)) for name in _STATE} for bn in layers]
+    was_training = model.training
+    try:
+        for bn in layers:
+            bn.reset_running_stats()
+            bn.momentum = None
+        model.train()
+        for start in range(0, len(x), batch_size):
+            model.forward(x[start:start + batch_size])
+    except BaseException:
+        for bn, state in zip(layers, saved):
+            for name, value in state.items():
+                setattr(bn, name, value)
+        raise
+    finally:
+        model.train(was_training)
+    for bn, state in zip(layers, saved):
+        bn.momentum = state["momentum"]
+        bn.num_batches_tracked = state["num_batches_tracked"]
     return len(layers)
+
+
+def _copy(value):
+    return value.copy() if isinstance(value, np.ndarray) else value
 
 
 class FrozenBatchNorm(Module):
@@ -73,7 +79,8 @@ class FrozenBatchNorm(Module):
 
     def __init__(self, num_features, eps=1e-5):
         super().__init__()
-        self.num_features, self.eps = int(num_features), eps
+        self.num_features = check_count(num_features, "num_features")
+        self.eps = check_eps(eps, training=False, what="FrozenBatchNorm")
         self.gamma = np.ones(self.num_features)
         self.beta = np.zeros(self.num_features)
         self.running_mean = np.zeros(self.num_features)
@@ -83,7 +90,7 @@ class FrozenBatchNorm(Module):
     @classmethod
     def from_batchnorm(cls, bn):
         """A frozen copy of ``bn``'s current gamma, beta and running statistics."""
-        if not bn.track_running_stats:
+        if bn.running_mean is None:
             raise ValueError(f"{bn!r} keeps no running statistics to freeze")
         frozen = cls(bn.num_features, bn.eps)
         for name in ("gamma", "beta", "running_mean", "running_var"):
@@ -96,10 +103,7 @@ class FrozenBatchNorm(Module):
 
     def forward(self, x):
         """(N, C, ...) -> (N, C, ...), the same map in training and eval mode."""
-        x = check_input(x)
-        if x.shape[1] != self.num_features:
-            raise ValueError(f"expected {self.num_features} channels on axis 1, got input "
-                             f"of shape {x.shape}")
+        x = check_channels(x, self.num_features)
         y, self.cache = batch_norm_inference(x, self.running_mean, self.running_var,
                                              self.gamma, self.beta, self.eps)
         return y
@@ -111,14 +115,10 @@ class FrozenBatchNorm(Module):
 
 
 def freeze_batchnorm(model):
-    """Replace every ``BatchNorm`` in the ``Sequential`` ``model`` (and in the
-    Sequentials inside it) by a :class:`FrozenBatchNorm` copy, in place. Build the
-    optimizer afterwards: the frozen layers have no parameters. Returns ``model``."""
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, BatchNorm):
-            model.layers[i] = FrozenBatchNorm.from_batchnorm(layer)
-        else:
-            for child in layer.children():
-                if isinstance(child, Sequential):
-                    freeze_batchnorm(child)
-    return model
+    """Replace every ``BatchNorm`` in ``model``, at any depth, by a
+    :class:`FrozenBatchNorm` copy, in place (torchvision's ``FrozenBatchNorm2d``). Returns
+    the model, or the frozen layer when ``model`` is itself a BatchNorm. Build the
+    optimizer afterwards: the frozen layers have no parameters."""
+    def freeze(module):
+        return FrozenBatchNorm.from_batchnorm(module) if isinstance(module, BatchNorm) else None
+    return replace_modules(model, freeze)

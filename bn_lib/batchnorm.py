@@ -25,14 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .functional import (
-    batch_norm_backward,
-    batch_norm_forward,
-    batch_norm_inference,
-    check_channel_vector,
-    check_eps,
-    check_input,
-)
+from .checks import check_channel_vector, check_channels, check_count, check_eps, check_number
+from .functional import batch_norm_backward, batch_norm_forward, batch_norm_inference
 from .module import Module
 
 
@@ -46,14 +40,13 @@ class BatchNorm(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float64):
         super().__init__()
-        if int(num_features) != num_features or num_features < 1:
-            raise ValueError(f"num_features must be a positive integer, got {num_features}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
+        num_features = check_count(num_features, "num_features")
+        if momentum is not None:
+            check_number(momentum, "momentum", 0.0, 1.0)
         check_eps(eps, training=False)  # eps = 0 is refused later, by a training forward
         if not np.issubdtype(np.dtype(dtype), np.floating):
             raise TypeError(f"dtype must be a floating-point type, got {np.dtype(dtype)}")
-        self.num_features = int(num_features)
+        self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
         self.affine = affine
@@ -89,22 +82,22 @@ class BatchNorm(Module):
         ``track_running_stats`` is true, and eval mode uses them whenever they exist: a
         layer built with them and switched to ``track_running_stats = False`` keeps
         them frozen and still normalizes with them in eval mode."""
-        x = self._check_channels(x)
+        x = check_channels(x, self.num_features)
+        if not self.training and self.running_mean is not None:
+            y, self.cache = batch_norm_inference(x, self.running_mean, self.running_var,
+                                                 self.gamma, self.beta, self.eps)
+            return y
         # every check runs before any state changes: a forward that raises leaves the
         # layer as it was
-        if self.training or self.running_mean is None:
-            y, cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
-            if self.training and self.track_running_stats:
-                self._check_running_stats()
-            self.cache = cache
-            if self.training and self.track_running_stats:
-                self.update_running_stats(m=x.size // self.num_features)
-            return y
-        y, self.cache = batch_norm_inference(x, self.running_mean, self.running_var,
-                                             self.gamma, self.beta, self.eps)
+        updates = self.training and self.track_running_stats
+        if updates:
+            self.check_running_stats()
+        y, self.cache = batch_norm_forward(x, self.gamma, self.beta, self.eps)
+        if updates:
+            self.update_running_stats(m=x.size // self.num_features)
         return y
 
-    def _check_running_stats(self):
+    def check_running_stats(self):
         """Raise, naming the array, unless the running statistics can be updated in place."""
         for name in ("running_mean", "running_var"):
             value = getattr(self, name)
@@ -113,23 +106,6 @@ class BatchNorm(Module):
                     and value.flags.writeable):
                 raise TypeError(f"{name} must be a writeable floating-point NumPy array "
                                 "(it is updated in place)")
-
-    def _check_channels(self, x):
-        """``x`` as a floating (N, C, ...) array with C = num_features on axis 1, or raise.
-
-        Sequence models often hold (N, L, C) arrays while BatchNorm, like PyTorch's
-        BatchNorm1d, wants (N, C, L); the message says so when the last axis would fit
-        (chapter 09). When L == C the mistake cannot be seen from the shape.
-        """
-        x = check_input(x)
-        if x.shape[1] != self.num_features:
-            hint = ""
-            if x.ndim == 3 and x.shape[2] == self.num_features:
-                hint = ("; the channels seem to be on the last axis: for (N, L, C) input "
-                        "pass x.transpose(0, 2, 1), of shape (N, C, L)")
-            raise ValueError(f"expected {self.num_features} channels on axis 1, got input "
-                             f"of shape {x.shape}{hint}")
-        return x
 
     def update_running_stats(self, m):
         """`eq-04-ema` with the unbiased batch variance of the last forward pass (``m``

@@ -28,24 +28,30 @@ float32).
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from .batchnorm import BatchNorm
+from .checks import (
+    check_channel_vector,
+    check_channels,
+    check_dy,
+    check_eps,
+    check_input,
+    check_values_per_channel,
+)
 from .functional import (
     BatchNormCache,
     batch_norm_backward,
     channel_dot,
     channel_sum,
-    check_channel_vector,
-    check_input,
     input_gradient,
-    normalize_with_statistics,
+    normalize,
     per_channel,
     working_dtype,
 )
+from .module import replace_modules
 
 __all__ = [
     "SyncBatchNormCache",
@@ -54,7 +60,6 @@ __all__ = [
     "sync_batch_norm_backward",
     "merge_moments",
     "SyncBatchNorm",
-    "ThreadWorld",
 ]
 
 
@@ -97,11 +102,7 @@ def global_moments(x, allreduce_sum):
     local_count = x.size // x.shape[1]
     totals = _reduce(allreduce_sum, np.append(channel_sum(xw), local_count))  # round 1
     count = int(round(totals[-1]))
-    if count <= 1:
-        raise ValueError(
-            "Expected more than 1 value per channel when training, got "
-            f"{count} value(s) per channel over all processes (this one: input size {x.shape})"
-        )
+    check_values_per_channel(count, f"{x.shape} here, {count} values per channel in all")
     mean = totals[:-1] / count  # eq-10-mean
     centred = xw - per_channel(mean, xw)
     var = _reduce(allreduce_sum, channel_dot(centred, centred)) / count  # round 2, eq-10-var
@@ -123,13 +124,13 @@ def sync_batch_norm_forward(x, gamma, beta, allreduce_sum, eps=1e-5):
     what :func:`bn_lib.batch_norm_forward` does.
     """
     x = check_input(x)
+    eps = check_eps(eps, training=True, what="sync_batch_norm")
     num_channels = x.shape[1]
     gamma = check_channel_vector(gamma, "gamma", num_channels).copy()
     beta = check_channel_vector(beta, "beta", num_channels)
     mean, var, count, centred = global_moments(x, allreduce_sum)
     # eq-02-normalize and eq-02-scale-shift with the global statistics
-    y, cache = normalize_with_statistics(centred, mean, var, gamma, beta, eps, x.dtype,
-                                         training=True)
+    y, cache = normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=True)
     return y, SyncBatchNormCache(**vars(cache), count=count)
 
 
@@ -147,11 +148,11 @@ def sync_batch_norm_backward(dy, cache, allreduce_sum):
     gradient, and a data-parallel wrapper's gradient all-reduce (which averages) does the
     rest, like it does for every other parameter.
     """
-    dy = np.asarray(dy)
-    if dy.shape != cache.centred.shape:
-        raise ValueError(
-            f"dy has shape {dy.shape} but the forward input had shape {cache.centred.shape}"
-        )
+    if not isinstance(cache, BatchNormCache) or (
+            cache.training and not isinstance(cache, SyncBatchNormCache)):
+        raise TypeError("cache must be the SyncBatchNormCache returned by "
+                        f"sync_batch_norm_forward, got {type(cache).__name__}")
+    dy = check_dy(dy, cache.centred.shape)
     if not cache.training:
         return batch_norm_backward(dy, cache)
     dy = dy.astype(cache.centred.dtype, copy=False)
@@ -177,6 +178,14 @@ def merge_moments(counts, means, m2s):
     """
     means, m2s = np.asarray(means), np.asarray(m2s)
     counts = np.asarray(counts, dtype=means.dtype)
+    if means.ndim != 2 or m2s.shape != means.shape:
+        raise ValueError(f"means and m2s must both have shape (W, C), got {means.shape} "
+                         f"and {m2s.shape}")
+    if counts.shape != means.shape[:1]:
+        raise ValueError(f"counts must have shape ({means.shape[0]},), one count per row of "
+                         f"means, got shape {counts.shape}")
+    if not np.all(counts >= 0):
+        raise ValueError(f"counts must be non-negative, got {counts}")
     count, mean, m2 = counts[0], means[0].copy(), m2s[0].copy()
     for n_b, mean_b, m2_b in zip(counts[1:], means[1:], m2s[1:]):
         total = count + n_b
@@ -212,33 +221,32 @@ class SyncBatchNorm(BatchNorm):
 
     @classmethod
     def convert_sync_batchnorm(cls, module, allreduce_sum):
-        """Replace every BatchNorm in ``module`` (itself or inside Sequentials) by a
+        """Replace every BatchNorm in ``module``, at any depth (``module`` itself too), by a
         SyncBatchNorm with the same switches, parameters and running statistics, as
-        PyTorch's ``SyncBatchNorm.convert_sync_batchnorm``. Returns the converted module."""
-        if isinstance(module, BatchNorm):
-            sync = cls(module.num_features, eps=module.eps, momentum=module.momentum,
-                       affine=module.affine, track_running_stats=module.track_running_stats,
-                       dtype=module.gamma.dtype, allreduce_sum=allreduce_sum)
+        PyTorch's ``SyncBatchNorm.convert_sync_batchnorm``. Returns the converted module.
+        A BatchRenorm is refused: it has no synchronized version."""
+        def convert(layer):
+            if not isinstance(layer, BatchNorm):
+                return None
+            if type(layer) not in (BatchNorm, cls):
+                raise TypeError(f"{layer!r} has no synchronized version")
+            sync = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum,
+                       affine=layer.affine, track_running_stats=layer.track_running_stats,
+                       dtype=layer.gamma.dtype, allreduce_sum=allreduce_sum)
             for name in ("gamma", "beta", "running_mean", "running_var"):
-                if getattr(module, name) is not None:
-                    getattr(sync, name)[...] = getattr(module, name)
-            sync.num_batches_tracked = module.num_batches_tracked
-            sync.train(module.training)
-            return sync
-        if hasattr(module, "layers"):
-            module.layers = [cls.convert_sync_batchnorm(layer, allreduce_sum)
-                             for layer in module.layers]
-        return module
+                value = getattr(layer, name)
+                setattr(sync, name, None if value is None else value.copy())
+            sync.num_batches_tracked = layer.num_batches_tracked
+            return sync.train(layer.training)
+        return replace_modules(module, convert)
 
     def forward(self, x):
         """(m_r, C, ...) -> (m_r, C, ...): global batch statistics in training mode."""
         if not self.training:
             return super().forward(x)
-        x = check_input(x)
-        if x.shape[1] != self.num_features:
-            raise ValueError(
-                f"expected {self.num_features} channels on axis 1, got input of shape {x.shape}"
-            )
+        x = check_channels(x, self.num_features)
+        if self.track_running_stats:  # checked before anything changes
+            self.check_running_stats()
         y, self.cache = sync_batch_norm_forward(x, self.gamma, self.beta, self.allreduce_sum,
                                                 self.eps)
         if self.track_running_stats:
@@ -254,74 +262,3 @@ class SyncBatchNorm(BatchNorm):
             self.dgamma[...] = dgamma
             self.dbeta[...] = dbeta
         return dx
-
-
-class ThreadWorld:
-    """``world_size`` simulated processes: threads of this process with a summing
-    all-reduce. For experiments and tests that need no engine; NumPy only.
-
-    ``run(fn, *per_rank_args)`` calls ``fn(rank, allreduce_sum, *args_of_rank)`` on every
-    rank at once and returns the results in rank order. The sum is taken in rank order,
-    so every rank receives the same bits. A rank that raises, or a collective that is not
-    joined by every rank within ``timeout_s``, fails the whole run with that error.
-    """
-
-    def __init__(self, world_size, timeout_s=30.0):
-        if int(world_size) != world_size or world_size < 1:
-            raise ValueError(f"world_size must be a positive integer, got {world_size}")
-        self.world_size = int(world_size)
-        self.timeout_s = timeout_s
-
-    def __repr__(self):
-        return f"ThreadWorld({self.world_size})"
-
-    def run(self, fn, *per_rank_args):
-        for args in per_rank_args:
-            if len(args) != self.world_size:
-                raise ValueError(
-                    f"each per-rank argument needs {self.world_size} entries, got {len(args)}"
-                )
-        barrier = threading.Barrier(self.world_size, timeout=self.timeout_s)
-        slots = [None] * self.world_size
-
-        def wait(rank):
-            try:
-                barrier.wait()
-            except threading.BrokenBarrierError:
-                raise TimeoutError(
-                    f"rank {rank} of {self}: a collective was not joined by every rank "
-                    f"within {self.timeout_s} s (or another rank failed)") from None
-
-        def make_allreduce(rank):
-            def allreduce_sum(a):
-                slots[rank] = np.asarray(a)
-                wait(rank)  # every rank has written
-                total = slots[0].copy()
-                for other in slots[1:]:
-                    total += other
-                wait(rank)  # every rank has read: the slots may be reused
-                return total
-            return allreduce_sum
-
-        results, errors = [None] * self.world_size, [None] * self.world_size
-
-        def body(rank):
-            try:
-                args = [arg[rank] for arg in per_rank_args]
-                results[rank] = fn(rank, make_allreduce(rank), *args)
-            except BaseException as error:  # noqa: B036 - re-raised in the caller
-                errors[rank] = error
-                barrier.abort()  # release the ranks waiting for this one
-
-        threads = [threading.Thread(target=body, args=(r,)) for r in range(self.world_size)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        # the first real error, not the TimeoutError it caused on the ranks left waiting
-        for rank, error in sorted(enumerate(errors),
-                                  key=lambda e: isinstance(e[1], TimeoutError)):
-            if error is not None:
-                error.add_note(f"(raised on rank {rank} of {self})")
-                raise error
-        return results

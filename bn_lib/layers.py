@@ -246,6 +246,9 @@ class Sequential(Module):
     def children(self):
         return self.layers
 
+    def set_children(self, children):
+        self.layers = list(children)
+
     def forward(self, x):
         for layer in self.layers:
             x = layer.forward(x)

@@ -33,6 +33,17 @@ class Module:
         """Sub-modules (a ``Sequential`` returns its layers)."""
         return []
 
+    def set_children(self, children):
+        """Put ``children`` (a list as long as ``children()``) in place of the sub-modules."""
+        if list(children) != list(self.children()):
+            raise NotImplementedError(f"{type(self).__name__} cannot replace its sub-modules")
+
+    def modules(self):
+        """This module and every module inside it, depth first (torch's ``modules()``)."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
     def named_parameters(self, prefix=""):
         """Yield ``(name, value, grad)`` for this module and its children."""
         for name in self.param_names:
@@ -67,3 +78,15 @@ class Module:
                 f"{type(self).__name__}.backward called before forward: "
                 "run forward on a batch first"
             )
+
+
+def replace_modules(module, swap):
+    """Walk ``module`` depth first; wherever ``swap(m)`` returns a module, that module takes
+    m's place (and the walk does not enter it). Returns the root, itself replaced when
+    ``swap(module)`` is not None. The one walk behind ``freeze_batchnorm`` (chapter 09)
+    and ``SyncBatchNorm.convert_sync_batchnorm`` (chapter 10)."""
+    replacement = swap(module)
+    if replacement is not None:
+        return replacement
+    module.set_children([replace_modules(child, swap) for child in module.children()])
+    return module

@@ -15,14 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .functional import (
-    batch_norm_backward,
-    batch_norm_forward,
-    check_eps,
-    check_input,
-    check_real,
-    per_channel,
-)
+from .checks import check_channels, check_count, check_dy, check_eps, check_input
+from .functional import batch_norm_backward, batch_norm_forward, per_channel
 from .module import Module
 
 
@@ -46,14 +40,6 @@ def normalize_groups(groups, eps, layer):
     return x_hat[0], cache
 
 
-def check_dy(dy, shape):
-    """``dy`` as a real array of the forward input's ``shape``, or raise."""
-    dy = check_real(dy, "dy")
-    if dy.shape != shape:
-        raise ValueError(f"dy has shape {dy.shape} but the forward input had shape {shape}")
-    return dy
-
-
 def normalize_groups_backward(dx_hat, cache):
     """The gradient through :func:`normalize_groups`: (R, D) -> (R, D)."""
     return batch_norm_backward(dx_hat[np.newaxis], cache)[0][0]
@@ -68,7 +54,7 @@ class LayerNorm(Module):
 
     def __init__(self, num_features, eps=1e-5):
         super().__init__()
-        self.num_features = num_features
+        self.num_features = check_count(num_features, "num_features")
         self.eps = check_eps(eps, training=True, what="LayerNorm")
         self.gamma = np.ones(num_features)
         self.beta = np.zeros(num_features)
@@ -112,6 +98,8 @@ class GroupNorm(Module):
 
     def __init__(self, num_groups, num_channels, eps=1e-5):
         super().__init__()
+        num_groups = check_count(num_groups, "num_groups")
+        num_channels = check_count(num_channels, "num_channels")
         if num_channels % num_groups:
             raise ValueError(
                 f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})"
@@ -127,11 +115,7 @@ class GroupNorm(Module):
         return f"GroupNorm({self.num_groups}, {self.num_channels}, eps={self.eps})"
 
     def forward(self, x):
-        x = check_input(x)
-        if x.shape[1] != self.num_channels:
-            raise ValueError(
-                f"expected {self.num_channels} channels on axis 1, got input of shape {x.shape}"
-            )
+        x = check_channels(x, self.num_channels)
         self.shape = x.shape
         groups = x.reshape(x.shape[0] * self.num_groups, -1)
         x_hat, self.cache = normalize_groups(groups, self.eps, self)

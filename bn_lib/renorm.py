@@ -27,13 +27,8 @@ from __future__ import annotations
 import numpy as np
 
 from .batchnorm import BatchNorm
-from .functional import (
-    BatchNormCache,
-    batch_norm_backward,
-    channel_dot,
-    channel_sum,
-    per_channel,
-)
+from .checks import check_channel_vector, check_channels, check_count, check_eps, check_number
+from .functional import batch_norm_backward, batch_statistics, normalize
 
 __all__ = ["BatchRenorm", "renorm_limits"]
 
@@ -48,8 +43,8 @@ def renorm_limits(step, r_max=3.0, d_max=5.0, warmup_steps=0, ramp_steps=0):
     serves both).
     Returns ``(r_max, d_max)`` for this step.
     """
-    if r_max < 1 or d_max < 0:
-        raise ValueError(f"need r_max >= 1 and d_max >= 0, got r_max={r_max}, d_max={d_max}")
+    r_max = check_number(r_max, "r_max", low=1.0)
+    d_max = check_number(d_max, "d_max", low=0.0)
     if step < warmup_steps:
         return 1.0, 0.0
     progress = 1.0 if ramp_steps <= 0 else min(1.0, (step - warmup_steps + 1) / ramp_steps)
@@ -69,8 +64,10 @@ class BatchRenorm(BatchNorm):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, r_max=3.0, d_max=5.0,
                  warmup_steps=0, ramp_steps=0, dtype=np.float64):
         super().__init__(num_features, eps=eps, momentum=momentum, dtype=dtype)
-        renorm_limits(0, r_max, d_max)  # validates the limits
-        self.r_max, self.d_max = r_max, d_max
+        self.r_max = check_number(r_max, "r_max", low=1.0)
+        self.d_max = check_number(d_max, "d_max", low=0.0)
+        warmup_steps = check_count(warmup_steps, "warmup_steps", minimum=0)
+        ramp_steps = check_count(ramp_steps, "ramp_steps", minimum=0)
         self.warmup_steps, self.ramp_steps = warmup_steps, ramp_steps
         self.r = self.d = None
 
@@ -89,30 +86,27 @@ class BatchRenorm(BatchNorm):
         statistics in eval mode."""
         if not self.training:
             return super().forward(x)
-        x = self._check_channels(x)
-        m = x.size // self.num_features
-        if m <= 1:
-            raise ValueError("Expected more than 1 value per channel when training, "
-                             f"got input size {x.shape}")
-        xw = x.astype(np.float32 if x.dtype == np.float16 else x.dtype, copy=False)
-        mean = channel_sum(xw) / m  # eq-02-mean
-        centred = xw - per_channel(mean, xw)
-        var = channel_dot(centred, centred) / m  # eq-02-var
-        inv_std = 1.0 / np.sqrt(var + self.eps)
+        # every check before any state changes
+        x = check_channels(x, self.num_features)
+        eps = check_eps(self.eps, training=True)
+        gamma = check_channel_vector(self.gamma, "gamma", self.num_features)
+        beta = check_channel_vector(self.beta, "beta", self.num_features)
+        self.check_running_stats()
+        mean, var, centred = batch_statistics(x)  # eq-02-mean, eq-02-var
 
         # eq-09-renorm, with the limits of this step (eq-09-schedule)
         r_max, d_max = self.limits()
-        sigma = np.sqrt(self.running_var + self.eps)  # the statistics eval mode will use
-        self.r = np.clip(1.0 / (inv_std * sigma), 1.0 / r_max, r_max)
-        self.d = np.clip((mean - self.running_mean) / sigma, -d_max, d_max)
+        sigma_batch = np.sqrt(var + eps)
+        sigma = np.sqrt(self.running_var + eps)  # the statistics eval mode will use
+        r = np.clip(sigma_batch / sigma, 1.0 / r_max, r_max)
+        d = np.clip((mean - self.running_mean) / sigma, -d_max, d_max)
 
         # BN with gamma' = gamma * r and beta' = gamma * d + beta (r, d constants)
-        scale = self.gamma * self.r
-        y = centred * per_channel(scale * inv_std, centred)
-        y += per_channel(self.gamma * self.d + self.beta, centred)
-        self.cache = BatchNormCache(centred, inv_std, scale, mean, var, x.dtype)
-        self.update_running_stats(m)
-        return y.astype(x.dtype, copy=False)
+        y, self.cache = normalize(centred, mean, var, gamma * r, gamma * d + beta, eps,
+                                  x.dtype, training=True)
+        self.r, self.d = r, d
+        self.update_running_stats(m=x.size // self.num_features)
+        return y
 
     def backward(self, dy):
         """(N, C, ...) -> dx; stores dgamma and dbeta. r and d are constants here."""
