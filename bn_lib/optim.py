@@ -60,20 +60,18 @@ def check_params(params, optimizer):
 
 class Optimizer:
     """Holds the parameters and the settings every optimizer shares: ``weight_decay`` adds
-    weight_decay * value to the gradient (L2, as in torch.optim), ``maximize`` ascends."""
+    weight_decay * value to the gradient (L2, as in torch.optim)."""
 
-    def __init__(self, params, lr, weight_decay=0.0, maximize=False):
+    def __init__(self, params, lr, weight_decay=0.0):
         self.params = check_params(params, type(self).__name__)
         self.lr = check_setting("learning rate", lr, 0.0)
         if self.lr == 0:
             raise ValueError(f"learning rate must be positive, got {lr}")
         self.weight_decay = check_setting("weight_decay value", weight_decay, 0.0)
-        self.maximize = bool(maximize)
 
     def gradient(self, value, grad):
-        """The gradient the update uses, in PyTorch's order: negate, then add the decay."""
-        g = -grad if self.maximize else grad
-        return g + self.weight_decay * value if self.weight_decay else g
+        """The gradient the update uses: the loss's, plus the decay."""
+        return grad + self.weight_decay * value if self.weight_decay else grad
 
     def step(self):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -82,8 +80,8 @@ class Optimizer:
 class SGD(Optimizer):
     """v = momentum * v + grad; value -= lr * v (PyTorch's form)."""
 
-    def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0, maximize=False):
-        super().__init__(params, lr, weight_decay, maximize)
+    def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, lr, weight_decay)
         self.momentum = check_setting("momentum value", momentum, 0.0)
         self.velocity = [np.zeros_like(v) for v, _ in self.params]
 
@@ -100,9 +98,8 @@ class SGD(Optimizer):
 class RMSProp(Optimizer):
     """s = alpha * s + (1 - alpha) * grad**2; value -= lr * grad / (sqrt(s) + eps)."""
 
-    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0,
-                 maximize=False):
-        super().__init__(params, lr, weight_decay, maximize)
+    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr, weight_decay)
         # alpha > 1 would make the average of squares negative, and its sqrt NaN
         self.alpha = check_setting("alpha value", alpha, 0.0, 1.0)
         self.eps = check_setting("epsilon value", eps, 0.0)
@@ -119,9 +116,8 @@ class RMSProp(Optimizer):
 class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba, 2015), as ``torch.optim.Adam``."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 maximize=False):
-        super().__init__(params, lr, weight_decay, maximize)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr, weight_decay)
         if np.ndim(betas) != 1 or len(betas) != 2:
             raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         self.beta1, self.beta2 = (check_setting(f"beta parameter at index {i}", beta, 0.0,

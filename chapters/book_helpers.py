@@ -15,8 +15,9 @@ Every chapter starts with the same set-up cell::
     rng = np.random.default_rng(0)  # the chapter's one generator, passed explicitly
 
 The kernels run in ``chapters/``, so this module imports as ``book_helpers`` without any
-change to ``sys.path``. It imports only NumPy and IPython at import time; torch,
+change to ``sys.path``. It imports only NumPy, IPython and bn_lib at import time; torch,
 matplotlib and threadpoolctl are imported by the functions that need them.
+``torch_twin`` is ``bn_lib.testing.torch_twin``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 from IPython.display import Markdown, display
+
+# the torch copy of a bn_lib network, from the one oracle (it imports torch when called)
+from bn_lib.testing import torch_twin
 
 __all__ = [
     "best_time",
@@ -104,56 +108,6 @@ def show_table(header, rows):
 
 def _table_row(cells):
     return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
-
-
-def torch_twin(model):
-    """The same network in PyTorch (float64), with ``model``'s parameters and running
-    statistics copied in.
-
-    ``model`` is a ``bn_lib.Sequential`` of ``Linear``, ``BatchNorm`` (on (N, C) input),
-    ``LayerNorm``, ``GroupNorm``, ``ReLU``, ``Sigmoid`` and ``Tanh`` layers. The copy starts
-    in the mode ``model`` is in (``train()`` or ``eval()``).
-    """
-    import torch
-
-    import bn_lib
-    from bn_lib.testing import to_torch
-
-    def copy_into(tensor, array):
-        with torch.no_grad():
-            tensor.copy_(to_torch(np.asarray(array, dtype=np.float64)))
-
-    f64 = {"dtype": torch.float64}
-    activations = {bn_lib.ReLU: torch.nn.ReLU, bn_lib.Sigmoid: torch.nn.Sigmoid,
-                   bn_lib.Tanh: torch.nn.Tanh}
-    twins = []
-    for layer in model.layers:
-        if isinstance(layer, bn_lib.Linear):
-            out_features, in_features = layer.W.shape
-            twin = torch.nn.Linear(in_features, out_features, bias=layer.has_bias, **f64)
-        elif isinstance(layer, bn_lib.BatchNorm):
-            twin = torch.nn.BatchNorm1d(layer.num_features, eps=layer.eps,
-                                        momentum=layer.momentum, **f64)
-        elif isinstance(layer, bn_lib.LayerNorm):
-            twin = torch.nn.LayerNorm(layer.num_features, eps=layer.eps, **f64)
-        elif isinstance(layer, bn_lib.GroupNorm):
-            twin = torch.nn.GroupNorm(layer.num_groups, layer.num_channels, eps=layer.eps, **f64)
-        elif type(layer) in activations:
-            twin = activations[type(layer)]()
-        else:
-            raise TypeError(f"torch_twin has no PyTorch counterpart for {layer!r}")
-        # PyTorch orders parameters as bn_lib does: (weight, bias) = (W, b) or (gamma, beta)
-        for tensor, (value, _) in zip(twin.parameters(), layer.parameters(), strict=True):
-            if tuple(tensor.shape) != value.shape:
-                raise ValueError(f"{layer!r}: parameter of shape {value.shape} does not fit "
-                                 f"{tuple(tensor.shape)}")
-            copy_into(tensor, value)
-        if isinstance(layer, bn_lib.BatchNorm):
-            copy_into(twin.running_mean, layer.running_mean)
-            copy_into(twin.running_var, layer.running_var)
-            twin.num_batches_tracked.fill_(layer.num_batches_tracked)
-        twins.append(twin)
-    return torch.nn.Sequential(*twins).train(model.training)
 
 
 # Chapter 03's staged graph of one feature's forward pass. Each node:

@@ -12,13 +12,15 @@ that only catches a hang.
 """
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import bn_lib
-from bn_lib.testing import assert_close, to_torch
+from bn_lib.testing import assert_close, to_torch, torch_twin
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
 
 FUZZ = settings(max_examples=40, deadline=5000, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -51,10 +53,6 @@ def inputs(draw, training=True):
     return x, gamma, beta, dy, eps, rng
 
 
-def dtype_name(a):
-    return np.dtype(a.dtype).name
-
-
 @FUZZ
 @given(inputs(training=True))
 def test_functional_training_matches_torch(case):
@@ -62,12 +60,12 @@ def test_functional_training_matches_torch(case):
     y, cache = bn_lib.batch_norm_forward(x, gamma, beta, eps)
     xt, gt, bt = (to_torch(np.ascontiguousarray(a), requires_grad=True) for a in (x, gamma, beta))
     yt = F.batch_norm(xt, None, None, gt, bt, training=True, eps=eps)
-    assert_close(y, yt, dtype_name(x), "elementwise", "y")
+    assert_close(y, yt, x.dtype, "elementwise", "y")
     dx, dgamma, dbeta = bn_lib.batch_norm_backward(dy, cache)
     dxt, dgt, dbt = torch.autograd.grad(yt, (xt, gt, bt), to_torch(dy))
-    assert_close(dx, dxt, dtype_name(x), "elementwise", "dx")
-    assert_close(dgamma, dgt, dtype_name(x), "reduction", "dgamma")
-    assert_close(dbeta, dbt, dtype_name(x), "reduction", "dbeta")
+    assert_close(dx, dxt, x.dtype, "elementwise", "dx")
+    assert_close(dgamma, dgt, x.dtype, "reduction", "dgamma")
+    assert_close(dbeta, dbt, x.dtype, "reduction", "dbeta")
 
 
 @FUZZ
@@ -81,9 +79,9 @@ def test_functional_inference_matches_torch(case):
     xt = to_torch(np.ascontiguousarray(x), requires_grad=True)
     yt = F.batch_norm(xt, to_torch(mean), to_torch(var), to_torch(gamma), to_torch(beta),
                       training=False, eps=eps)
-    assert_close(y, yt, dtype_name(x), "elementwise", "eval y")
+    assert_close(y, yt, x.dtype, "elementwise", "eval y")
     (dxt,) = torch.autograd.grad(yt, xt, to_torch(dy))
-    assert_close(bn_lib.batch_norm_backward(dy, cache)[0], dxt, dtype_name(x),
+    assert_close(bn_lib.batch_norm_backward(dy, cache)[0], dxt, x.dtype,
                  "elementwise", "eval dx")
 
 
@@ -107,14 +105,9 @@ def test_layer_programs_match_torch(program):
     c, spatial, momentum, affine, track, steps, seed = program
     rng = np.random.default_rng(seed)
     ours = bn_lib.BatchNorm(c, momentum=momentum, affine=affine, track_running_stats=track)
-    cls = {0: torch.nn.BatchNorm1d, 1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d}
-    theirs = cls[len(spatial)](c, momentum=momentum, affine=affine,
-                               track_running_stats=track).double()
     if affine:
         ours.gamma[...], ours.beta[...] = rng.uniform(0.5, 2, c), rng.standard_normal(c)
-        with torch.no_grad():
-            theirs.weight.copy_(to_torch(ours.gamma))
-            theirs.bias.copy_(to_torch(ours.beta))
+    theirs = torch_twin(ours, ndim=2 + len(spatial))
     for step, (mode, n) in enumerate(steps):
         if mode == "untrack":
             ours.track_running_stats = theirs.track_running_stats = False
@@ -122,7 +115,7 @@ def test_layer_programs_match_torch(program):
         x = rng.standard_normal((n, c) + spatial) * (1 + step) + 3 * step
         batch_statistics = mode == "train" or not track
         if batch_statistics and n * int(np.prod(spatial)) == 1:
-            continue  # both refuse one value per channel (tests/test_errors.py)
+            continue  # both refuse one value per channel (tests/test_errors_torch.py)
         getattr(ours, mode)()
         getattr(theirs, mode)()
         xt = to_torch(x, requires_grad=True)

@@ -1,26 +1,19 @@
-"""bn_lib.testing, the PyTorch oracle: its comparison and its checks can fail.
+"""bn_lib.testing, the PyTorch oracle: its comparison and its checks can fail, and its
+torch twins compute what the bn_lib layers compute.
 
 A deliberately wrong implementation, a NaN, a wrong shape or a wrong dtype is reported
 as a failure; the composed torch formula that chapter 07 times is Batch Normalization.
 """
 
-import subprocess
-import sys
 import types
 
 import numpy as np
 import pytest
-import torch
 
 import bn_lib
 from bn_lib import testing
 
-
-def test_bn_lib_imports_neither_torch_nor_the_oracle():
-    code = "import sys, bn_lib; print('torch' in sys.modules, 'bn_lib.testing' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
-    assert out.split() == ["False", "False"]
+torch = pytest.importorskip("torch")
 
 
 def test_quick_subset_passes_on_cpu():
@@ -92,7 +85,8 @@ def test_compare_measures_errors_against_the_tolerance(dtype):
     ours[0, 1] += 4.0 * 10 * tol  # ten times the tolerance, relative to max|ref| = 4
     row = testing.compare("y", ours, ref, dtype)
     assert not row["passed"]
-    assert row["max_rel_err"] == pytest.approx(10 * tol, rel=1e-3)
+    assert row["err_over_max_ref"] == pytest.approx(10 * tol, rel=1e-3)
+    assert row["scaled_err"] == testing.scaled_error(ours, ref) == row["err_over_max_ref"]
 
 
 @pytest.mark.parametrize("ours,note", [
@@ -107,7 +101,19 @@ def test_compare_rejects(ours, note):
 
 def test_values_zero_in_exact_arithmetic_are_judged_by_their_absolute_error():
     noise = np.full(3, 1e-7, dtype=np.float32)
-    assert testing.compare("dx", noise, 2 * noise, "float32")["passed"]
+    row = testing.compare("dx", noise, 2 * noise, "float32")
+    assert row["passed"] and row["err_over_max_ref"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.bfloat16, 1e-2), (torch.float16, 2e-3)])
+def test_half_precision_tensors_are_judged_by_their_row(dtype, tolerance):
+    ref = torch.linspace(-3, 3, 7, dtype=torch.float64)
+    ours = ref.to(dtype)  # rounded on store, as a kernel's output is
+    assert testing.assert_close(ours, ref, dtype)["tolerance"] == tolerance
+    with pytest.raises(AssertionError, match=f"returned {str(dtype)[6:]} for float64"):
+        testing.assert_close(ours, ref, "float64")
+    with pytest.raises(AssertionError, match="scaled error"):
+        testing.assert_close((ref * (1 + 10 * tolerance)).to(dtype), ref, dtype)
 
 
 def test_assert_close_names_the_quantity():
@@ -124,6 +130,38 @@ def test_composed_formula_is_batch_norm(rng):
     for name, ours, ref in zip(("y", "dx", "dgamma", "dbeta"), composed,
                                (y, *bn_lib.batch_norm_backward(dy, cache))):
         testing.assert_close(ours, ref, "float64", what=name)
+
+
+@pytest.mark.parametrize("ndim,name", [(2, "BatchNorm1d"), (3, "BatchNorm1d"),
+                                       (4, "BatchNorm2d"), (5, "BatchNorm3d")])
+def test_torch_batch_norm_picks_the_class_for_the_input(ndim, name):
+    layer = testing.torch_batch_norm(ndim, 3, eps=1e-3, momentum=None, affine=False)
+    assert type(layer).__name__ == name and layer.weight is None
+    assert layer.eps == 1e-3 and layer.momentum is None
+    assert layer.running_mean.dtype == torch.float64
+    with pytest.raises(ValueError, match="2 to 5 axes"):
+        testing.torch_batch_norm(1, 3)
+
+
+def test_torch_twin_of_a_convolutional_network(rng):
+    model = bn_lib.Sequential(bn_lib.Conv2d(1, 3, 3, padding=1, rng=1), bn_lib.BatchNorm(3),
+                              bn_lib.ReLU(), bn_lib.Flatten(), bn_lib.Linear(3 * 4 * 4, 5),
+                              bn_lib.BatchNorm(5), bn_lib.Sigmoid())
+    x = rng.standard_normal((6, 1, 4, 4))
+    model.forward(x)  # running statistics and the counter off their start
+    twin = testing.torch_twin(model)
+    assert [type(t).__name__ for t in twin][1::4] == ["BatchNorm2d", "BatchNorm1d"]
+    assert int(twin[1].num_batches_tracked) == 1 and twin.training
+    testing.assert_close(model.forward(x), twin(testing.to_torch(x)), "float64", what="train y")
+    model.eval()
+    twin = testing.torch_twin(model)
+    assert not twin.training
+    testing.assert_close(model.forward(x), twin(testing.to_torch(x)), "float64", what="eval y")
+
+
+def test_torch_twin_refuses_what_it_cannot_copy():
+    with pytest.raises(TypeError, match="no PyTorch counterpart for BatchRenorm"):
+        testing.torch_twin(bn_lib.Sequential(bn_lib.BatchRenorm(3)))
 
 
 @pytest.mark.gpu

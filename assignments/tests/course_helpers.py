@@ -5,7 +5,7 @@ The tests never feed one task's answer into another task: every input comes from
 so a blank or wrong answer to one task costs points in that task only.
 
 A test receives the learner's work through the ``learner`` fixture (provided by the
-grader, ``tools/grade.py``): ``learner.call("name", *args)`` calls the learner's function
+grader, ``bn_course/grade.py``): ``learner.call("name", *args)`` calls the learner's function
 ``name``, and turns a ``NotImplementedError`` (the blank's stub) into "not attempted".
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import bn_lib
-from bn_lib.testing import EPS, TOLERANCES, compare, to_numpy, to_torch
+from bn_lib import testing
+from bn_lib.testing import EPS, TOLERANCES, scaled_error, to_numpy, to_torch
 
 # float64 throughout, with the project's tolerance for it (bn_lib.testing.TOLERANCES): a
 # right answer agrees with PyTorch to rounding, a wrong one misses by orders of magnitude.
@@ -73,10 +74,7 @@ def torch_batch_stats(x):
 
 def torch_bn_layer(x_ndim, channels, momentum=0.1, eps=EPS):
     """``nn.BatchNorm1d`` or ``nn.BatchNorm2d`` in float64, for input with ``x_ndim`` axes."""
-    import torch
-
-    cls = torch.nn.BatchNorm2d if x_ndim == 4 else torch.nn.BatchNorm1d
-    return cls(channels, eps=eps, momentum=momentum, dtype=torch.float64)
+    return testing.torch_batch_norm(x_ndim, channels, eps=eps, momentum=momentum)
 
 
 def bn_cache(x, gamma, beta, eps=EPS):
@@ -103,9 +101,11 @@ def _where(index, shape):
 
 
 def assert_close(name, actual, expected, against, tol=None):
-    """Assert ``actual`` equals ``expected`` by the project's criterion, that of
-    ``bn_lib.testing.compare``: ``max|actual - expected| <= tol * max(1, max|expected|)``,
-    with float64's tolerance unless ``tol`` is given.
+    """Assert ``actual`` equals ``expected`` by the project's criterion,
+    ``bn_lib.testing.scaled_error(actual, expected) <= tol``, that is
+    ``max|actual - expected| <= tol * max(1, max|expected|)``, with float64's tolerance
+    (``bn_lib.testing.TOLERANCES``) unless ``tol`` is given. A learner-facing wrapper of
+    ``bn_lib.testing.assert_close``'s check.
 
     The message names the quantity, the reference, the largest error and where it is,
     e.g. "dx differs from PyTorch autograd: largest error 3.2e-01 at (3, 1)".
@@ -124,10 +124,9 @@ def assert_close(name, actual, expected, against, tol=None):
     if not np.all(np.isfinite(actual)):
         index = int(np.argmax(~np.isfinite(actual).ravel()))
         raise AssertionError(f"{name} has a non-finite value at {_where(index, actual.shape)}")
-    row = compare(name, actual, expected, "float64")
     tol = TOL if tol is None else tol
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-    if row["scaled_err"] > tol:
+    if scaled_error(actual, expected) > tol:
         error = np.abs(actual - expected)
         index = int(np.argmax(error))
         raise AssertionError(
