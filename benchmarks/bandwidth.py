@@ -1,24 +1,85 @@
-"""Why BN is memory-bound: BatchNorm's throughput as a fraction of the copy bandwidth
-(chapter 07, `eq-07-bytes` and `eq-07-fraction`).
+"""Why BN is memory-bound: the bytes-moved model, and BN's throughput as a fraction of
+the copy bandwidth of the same device (chapter 07, `eq-07-bytes` and `eq-07-fraction`).
 
-Used by ``python -m tools.verify --bandwidth`` (which records it in the verification
-report) and by ``benchmarks/bench_memory_bound.py``. Needs torch and bn_lib only.
+Run it from the repository root (it needs torch and this repository, nothing else)::
+
+    python -m benchmarks.bandwidth [--device auto|cpu|cuda] [--shapes 256x64x56x56 ...]
+                                   [--dtype float32] [--compile auto|on|off]
+                                   [--quick] [--json PATH]
+
+``python -m tools.verify --bandwidth`` runs the same measurement and records it in the
+verification report; ``benchmarks/bench_triton.py`` uses the model and the copy bandwidth
+from here. Times come from the one timing engine, ``benchmarks/timing.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import statistics
+import sys
 import time
 
-from bn_lib.testing import EPS, composed_forward, composed_forward_backward, resolve_device
+from benchmarks.timing import seconds_per_call
+
+# The bytes-moved model (eq-07-bytes), in units of S = numel(x) * itemsize. The least
+# traffic BN can have: the forward pass reads x and writes y (2S); the backward pass reads
+# x (or x_hat) and dy and writes dx (3S), 5S forward+backward; the per-channel vectors are
+# negligible. A two-pass kernel needs a channel's statistics before its first output, so it
+# reads x once more forward and x and dy once more backward: 3S and 8S.
+PASSES = ("forward", "forward+backward")
+LEAST_TRAFFIC = {"forward": 2, "forward+backward": 5}
+TWO_PASS_TRAFFIC = {"forward": 3, "forward+backward": 8}
+MODEL = {"S": "numel(x) * itemsize",
+         "forward": f"{LEAST_TRAFFIC['forward']}S: read x, write y",
+         "forward+backward": f"{LEAST_TRAFFIC['forward+backward']}S: the forward pass, then "
+                             "the backward pass reads x and dy and writes dx",
+         "two-pass kernel": " and ".join(f"{TWO_PASS_TRAFFIC[p]}S {p}" for p in PASSES)}
 
 BANDWIDTH_SHAPES = {
     "cuda": [(256, 64, 56, 56), (128, 256, 28, 28), (64, 512, 14, 14), (8192, 4096)],
     "cpu": [(64, 64, 56, 56), (64, 256, 14, 14), (4096, 1024)],
 }
 BANDWIDTH_QUICK_SHAPES = [(16, 8, 16, 16), (256, 64)]
+_HALF_WIDTHS = {"bfloat16": 2}  # NumPy has no bfloat16
+
+
+def itemsize(dtype):
+    """Bytes per value of ``dtype``: a name ("bfloat16" too), a NumPy or a torch dtype."""
+    if str(dtype).startswith("torch."):
+        return dtype.itemsize
+    if dtype in _HALF_WIDTHS:
+        return _HALF_WIDTHS[dtype]
+    import numpy as np
+
+    return np.dtype(dtype).itemsize
+
+
+def bytes_moved(shape, dtype, which="forward+backward", two_pass=False):
+    """The bytes BN's pass ``which`` ("forward" or "forward+backward") must move on input
+    of ``shape`` and ``dtype``: the least possible traffic, or with ``two_pass`` that of a
+    kernel that reads its input once for the statistics and once more to use them."""
+    size = itemsize(dtype)
+    for n in shape:
+        size *= n
+    return (TWO_PASS_TRAFFIC if two_pass else LEAST_TRAFFIC)[which] * size
+
+
+def two_pass_ceiling(which):
+    """The best fraction of the copy bandwidth a two-pass kernel can reach (2/3, 5/8),
+    for tensors larger than the cache."""
+    return LEAST_TRAFFIC[which] / TWO_PASS_TRAFFIC[which]
+
+
+def describe_model():
+    """The model in one sentence, for the reports."""
+    least = ", ".join(f"{p} {LEAST_TRAFFIC[p]}S" for p in PASSES)
+    return (f"Bytes-moved model (S = {MODEL['S']}): the least traffic is {least} (read x, "
+            "write y; the backward pass reads x and dy and writes dx); a two-pass method "
+            f"moves {MODEL['two-pass kernel']}, so its ceiling is "
+            + " and ".join(f"{two_pass_ceiling(p):.3g}" for p in PASSES)
+            + " of the copy bandwidth. Model GB/s = model bytes / time; fraction = that / "
+            "copy bandwidth.")
 
 
 def parse_shape(text):
@@ -33,50 +94,23 @@ def parse_shape(text):
     return shape
 
 
-def synchronize(device):
-    """Wait for the device's queued work (CUDA launches are asynchronous)."""
+def copy_bandwidth(device, dtype, mib, min_time, trials=5):
+    """GB/s of ``dst.copy_(src)`` on ``mib`` MiB of ``dtype`` (a torch dtype or its name),
+    counting the bytes read and written: the most a memory-bound kernel can reach."""
     import torch
 
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    src = torch.empty(mib * 2**20 // itemsize(dtype), dtype=dtype, device=device).uniform_()
+    dst = torch.empty_like(src)
+    seconds = statistics.median(seconds_per_call(lambda: dst.copy_(src), device,
+                                                 trials=trials, min_time=min_time))
+    return 2 * src.numel() * itemsize(dtype) / seconds / 1e9
 
 
 def _forward_only(x, gamma, beta):
+    from bn_lib.testing import composed_forward
+
     return composed_forward(x, gamma, beta)[0]
-
-
-def time_per_call(fn, device, min_time=0.1, trials=5, max_reps=200):
-    """Median seconds per call of ``fn`` over ``trials`` timed runs of several calls.
-
-    CUDA: CUDA events around the calls (the GPU's own clock; launches are asynchronous).
-    CPU: ``time.perf_counter``.
-    """
-    import torch
-
-    cuda = str(device).startswith("cuda")
-    fn()  # warm-up: allocator, kernels, and the compile of a compiled function
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    single = max(time.perf_counter() - t0, 1e-6)
-    reps = int(min(max_reps, max(1, math.ceil(min_time / single))))
-    times = []
-    for _ in range(trials):
-        if cuda:
-            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            start.record()
-            for _ in range(reps):
-                fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3 / reps)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            times.append((time.perf_counter() - t0) / reps)
-    return statistics.median(times)
 
 
 def _compile_choice(device, compile):
@@ -91,28 +125,22 @@ def _compile_choice(device, compile):
 
 
 def measure_bandwidth(device="auto", shapes=None, dtype="float32", compile="auto",
-                      quick=False, copy_mib=None, min_time=None, trials=5, progress=None):
-    """Why BN is memory-bound: BN's throughput as a fraction of the copy bandwidth.
-
-    Bytes-moved model, with S = numel * itemsize the size of x: the least memory
-    traffic BN can have is one read of x and one write of y, 2S, for the forward pass;
-    the backward pass reads x (or x_hat) and dy and writes dx, 3S, so forward+backward
-    moves at least 5S. The per-channel vectors are negligible. A pass's bandwidth is
-    model bytes / time, and its fraction is that over the copy bandwidth (2 * bytes /
-    time of ``dst.copy_(src)`` on a large buffer), measured in the same run.
-
-    A two-pass kernel (statistics, then normalize) must read x twice, so even a perfect
-    one reaches 2S / 3S = 2/3 of the copy bandwidth in the forward pass; forward+backward
-    needs at least 3S + 5S = 8S of real traffic, a ceiling of 5/8.
+                      quick=False, copy_mib=None, min_time=None, trials=5, progress=None,
+                      budget_s=None):
+    """BN's throughput, by the bytes-moved model, as a fraction of the copy bandwidth.
 
     Timed, for each shape: PyTorch's fused ``F.batch_norm`` (forward; forward+backward
     through autograd), the formula composed of separate tensor operations
-    (:func:`composed_forward`, :func:`composed_backward`), and that formula under
+    (``bn_lib.testing.composed_forward``, ``composed_backward``), and that formula under
     ``torch.compile`` (which fuses the separate operations into a few kernels). A compile
     failure is caught and recorded, never fatal. On the CPU everything runs on one thread
-    (the setting is restored afterwards).
+    (the setting is restored afterwards). Each time is the median of ``trials``. Shapes
+    started more than ``budget_s`` seconds in are timed without compiling (seconds per
+    graph on a GPU), and the result's ``notes`` say so.
     """
     import torch
+
+    from bn_lib.testing import resolve_device
 
     device, _ = resolve_device(device)
     kind = "cuda" if str(device).startswith("cuda") else "cpu"
@@ -131,26 +159,22 @@ def measure_bandwidth(device="auto", shapes=None, dtype="float32", compile="auto
         torch.set_num_threads(1)
     try:
         return _measure_bandwidth(device, kind, shapes, dtype, use_compile, compile_note,
-                                  copy_mib, min_time, trials, say)
+                                  copy_mib, min_time, trials, say, budget_s)
     finally:
         torch.set_num_threads(threads)
 
 
 def _measure_bandwidth(device, kind, shapes, dtype, use_compile, compile_note, copy_mib,
-                       min_time, trials, say):
+                       min_time, trials, say, budget_s):
     import torch
     import torch.nn.functional as F
 
-    tdtype = getattr(torch, dtype)
-    itemsize = torch.empty((), dtype=tdtype).element_size()
-    torch.manual_seed(0)
+    from bn_lib.testing import EPS, composed_forward_backward
 
-    src = torch.empty(copy_mib * 2**20 // itemsize, dtype=tdtype, device=device).uniform_()
-    dst = torch.empty_like(src)
-    t_copy = time_per_call(lambda: dst.copy_(src), device, min_time, trials)
-    copy_bytes = 2 * src.numel() * itemsize
-    copy_gbps = copy_bytes / t_copy / 1e9
-    src = dst = None
+    tdtype = getattr(torch, dtype)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    copy_gbps = copy_bandwidth(device, tdtype, copy_mib, min_time, trials)
     say(f"  copy of {copy_mib} MiB: {copy_gbps:.1f} GB/s (read + write)")
 
     result = {
@@ -160,11 +184,9 @@ def _measure_bandwidth(device, kind, shapes, dtype, use_compile, compile_note, c
         "statistic": f"median of {trials} trials",
         "copy_mib": copy_mib,
         "copy_gbps": copy_gbps,
-        "model": {"forward": "2 * S (read x, write y)",
-                  "forward+backward": "5 * S (forward 2S; backward reads x and dy, "
-                                      "writes dx: 3S)",
-                  "S": "numel(x) * itemsize"},
+        "model": MODEL,
         "compile": {"enabled": use_compile, "note": compile_note},
+        "notes": [],
         "rows": [],
     }
     for shape in shapes:
@@ -179,7 +201,6 @@ def _measure_bandwidth(device, kind, shapes, dtype, use_compile, compile_note, c
         xg = x.detach().clone().requires_grad_(True)
         gg = gamma.detach().clone().requires_grad_(True)
         bg = beta.detach().clone().requires_grad_(True)
-        size = x.numel() * itemsize
 
         def fused_forward(x=x, gamma=gamma, beta=beta, rmean=rmean, rvar=rvar):
             return F.batch_norm(x, rmean, rvar, gamma, beta, training=True, eps=EPS)
@@ -206,7 +227,11 @@ def _measure_bandwidth(device, kind, shapes, dtype, use_compile, compile_note, c
              lambda x=x, gamma=gamma, beta=beta, dy=dy:
                  composed_forward_backward(x, gamma, beta, dy)),
         ]
-        if use_compile:
+        past_budget = budget_s is not None and time.perf_counter() - start > budget_s
+        if use_compile and past_budget:
+            result["notes"].append(f"torch.compile skipped for {shape}: past the budget of "
+                                   f"{budget_s:g} s")
+        elif use_compile:
             try:
                 torch._dynamo.reset()
             except Exception:  # noqa: BLE001 - best effort between shapes
@@ -220,12 +245,13 @@ def _measure_bandwidth(device, kind, shapes, dtype, use_compile, compile_note, c
                  lambda cfb=cfb, x=x, gamma=gamma, beta=beta, dy=dy: cfb(x, gamma, beta, dy)),
             ]
         for impl, which, fn in candidates:
-            model_bytes = (2 if which == "forward" else 5) * size
+            model_bytes = bytes_moved(shape, dtype, which)
             row = {"shape": list(shape), "implementation": impl, "pass": which,
                    "model_bytes": model_bytes, "composed_vs_fused_rel_err": err}
             try:
                 t_compile = time.perf_counter()
-                seconds = time_per_call(fn, device, min_time, trials)
+                seconds = statistics.median(seconds_per_call(
+                    fn, device, trials=trials, min_time=min_time, max_reps=200))
                 row["seconds"] = seconds
                 row["gbps"] = model_bytes / seconds / 1e9
                 row["fraction_of_copy"] = row["gbps"] / copy_gbps
@@ -254,3 +280,41 @@ def format_bandwidth(bw):
                      f"{r['seconds'] * 1e3:.3f} | {r['gbps']:.1f} | "
                      f"{r['fraction_of_copy']:.1%} |")
     return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bandwidth",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--shapes", nargs="+", type=parse_shape,
+                        help="input shapes such as 256x64x56x56 (default: per device)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64",
+                                                                "float16", "bfloat16"])
+    parser.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--quick", action="store_true", help="small shapes, short timings")
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    args = parser.parse_args(argv)
+    import torch
+
+    from bn_lib.testing import resolve_device
+
+    device, note = resolve_device(args.device)
+    if note:
+        print(f"NOTE: {note}")
+    name = torch.cuda.get_device_name(device) if device != "cpu" else "CPU"
+    print(f"{name} ({device}), PyTorch {torch.__version__}, CUDA {torch.version.cuda}")
+    result = measure_bandwidth(device, shapes=args.shapes, dtype=args.dtype,
+                               compile=args.compile, quick=args.quick, progress=print)
+    print(f"\ncopy bandwidth: {result['copy_gbps']:.1f} GB/s\n{describe_model()}")
+    if result["compile"]["note"]:
+        print(f"torch.compile: {result['compile']['note']}")
+    print(format_bandwidth(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,8 +7,13 @@ One launch of W processes (default 2) measures, on each rank:
   plain ``BatchNorm`` on the same slice, for a few shapes: the difference is the price of
   the three blocking all-reduces per layer and step.
 It also reports the launch's own time (process start, torch import, rendezvous). Timings on
-a shared machine are inflated; read the ratios and orders of magnitude. Usage:
-``python benchmarks/bench_distributed.py [--world-size 2] [--repeats 20]`` or ``make bench``.
+a shared machine are inflated; read the ratios and orders of magnitude.
+
+Run it from the repository root (``make bench`` does)::
+
+    python -m benchmarks.bench_distributed [--world-size 2] [--repeats 20]
+
+Times come from the one timing engine, ``benchmarks/timing.py``.
 """
 
 from __future__ import annotations
@@ -19,18 +24,16 @@ import time
 
 import numpy as np
 
+from benchmarks.timing import seconds_per_call
+
 PAYLOADS = [2 * 64 + 1, 2 * 512 + 1, 2 * 2048 + 1, 2**16, 2**19, 2**22]
 SHAPES = [(16, 64), (4, 64, 28, 28), (2, 256, 14, 14)]  # one rank's slice
 
 
 def _median_seconds(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """The median of ``repeats`` single calls: a collective's time varies from call to call
+    with the other rank's arrival, so each call is one sample."""
+    return statistics.median(seconds_per_call(fn, trials=repeats, min_time=0))
 
 
 def measure(rank, world_size, repeats):
@@ -57,7 +60,8 @@ def measure(rank, world_size, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_distributed",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--world-size", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()

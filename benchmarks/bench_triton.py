@@ -19,14 +19,12 @@ Each implementation is first checked against ``F.batch_norm`` and autograd in fl
 the same input: the norm-wise relative error ||out - ref|| / ||ref|| of y and dx is in
 the report, and a time is only worth reading next to an error of rounding size.
 
-Bytes-moved model (chapter 07, eq. `eq-07-bytes`), S = numel(x) * itemsize: the least
-traffic is 2S forward (read x, write y) and 5S forward+backward (the backward pass reads
-x and dy and writes dx). A pass's fraction of the copy bandwidth is (model bytes / time)
-over that of ``dst.copy_(src)`` on a 256 MiB buffer of the same dtype, in the same run. A
-two-pass method reads x once more forward and x and dy once more backward: 3S and 8S of
-traffic, so its *ceiling* is 2/3 forward and 5/8 forward+backward, a true ceiling only
-for tensors that do not fit in the L2 cache (the second pass over a smaller one can be
-served from the cache; the report marks such shapes).
+The bytes-moved model (chapter 07, eq. `eq-07-bytes`) is ``benchmarks/bandwidth.py``'s: a
+pass's fraction of the copy bandwidth is (model bytes / time) over that of
+``dst.copy_(src)`` on a 256 MiB buffer of the same dtype, in the same run, and its fraction
+of the two-pass ceiling divides that by 2/3 (forward) or 5/8 (forward+backward), a true
+ceiling only for tensors that do not fit in the L2 cache (the second pass over a smaller
+one can be served from the cache; the report marks such shapes).
 
 Timing on CUDA: CUDA events; each implementation is captured in a CUDA graph and replayed
 (launch overhead out, the GPU's own time in), and also timed as plain launches ("eager");
@@ -36,7 +34,8 @@ kernels run in Triton's interpreter (set TRITON_INTERPRET=1 first): the script t
 tiny shapes to test itself, and its times say nothing about a GPU.
 
 Writes PREFIX.json and PREFIX.md (default ``reports/triton_{device}``). Needs torch,
-triton, numpy and this repository on the path (run it from the root); nothing else.
+triton, numpy and this repository, nothing else: run it from the repository root as
+``python -m benchmarks.bench_triton``. Times come from ``benchmarks/timing.py``.
 """
 
 from __future__ import annotations
@@ -50,19 +49,26 @@ import platform
 import sys
 import time
 
-from benchmarks.bandwidth import parse_shape, synchronize
+from benchmarks.bandwidth import (
+    MODEL,
+    PASSES,
+    bytes_moved,
+    copy_bandwidth,
+    describe_model,
+    parse_shape,
+    two_pass_ceiling,
+)
+from benchmarks.report import write_report as write_files
+from benchmarks.timing import seconds_per_call, synchronize
 
 __all__ = ["SHAPES", "QUICK_SHAPES", "run", "render_markdown", "write_report", "main",
-           "time_eager", "time_graph", "copy_bandwidth", "verdicts"]
+           "time_eager", "time_graph", "verdicts"]
 
 SHAPES = [(256, 64, 56, 56), (128, 256, 28, 28), (64, 512, 14, 14)]
 QUICK_SHAPES = [(4, 8, 6, 6), (64, 16)]
 DTYPES = ("float32", "bfloat16")
 EPS = 1e-5
 TRIALS = 5
-PASSES = ("forward", "forward+backward")
-MODEL_BYTES = {"forward": 2, "forward+backward": 5}  # times S, eq-07-bytes
-TWO_PASS_BYTES = {"forward": 3, "forward+backward": 8}  # times S
 # norm-wise relative error that counts as "computes BN": rounding of float32 sums is far
 # below 1e-4; bfloat16 outputs are rounded to 8 significant bits (up to 2**-8 relative),
 # and the composed formula also keeps its intermediates in bfloat16 (4e-3 on the CPU)
@@ -78,37 +84,13 @@ VARIANTS = [  # (name, launch_config keyword arguments), tried with --variants
 
 
 def _median_seconds(run, device, calls_per_run, min_time, trials):
-    """Median over ``trials`` of the seconds per call of ``run`` (which makes
-    ``calls_per_run`` calls), repeated until a trial lasts about ``min_time``."""
     import statistics
 
-    import torch
-
-    if device.type == "cuda":
-        run()  # warm-up: allocator, caches (kernels were compiled by the error check)
-        synchronize(device)
-    t0 = time.perf_counter()
-    run()
-    synchronize(device)
-    once = max(time.perf_counter() - t0, 1e-6)
-    reps = max(1, min(1000, math.ceil(min_time / once)))
-    times = []
-    for _ in range(trials):
-        if device.type == "cuda":
-            start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
-            start.record()
-            for _ in range(reps):
-                run()
-            end.record()
-            end.synchronize()
-            seconds = start.elapsed_time(end) / 1e3
-        else:
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                run()
-            seconds = time.perf_counter() - t0
-        times.append(seconds / (reps * calls_per_run))
-    return statistics.median(times)
+    # on CUDA the error check has already compiled the kernels: warm the allocator and
+    # caches; on the CPU the interpreter's times mean nothing, so spare it the extra call
+    return statistics.median(seconds_per_call(
+        run, device, trials=trials, min_time=min_time, calls_per_run=calls_per_run,
+        warmup=device.type == "cuda"))
 
 
 def time_eager(calls, device, min_time, trials=TRIALS):
@@ -135,16 +117,6 @@ def time_graph(calls, device, min_time, trials=TRIALS):
         for call in calls:
             call()
     return _median_seconds(graph.replay, device, len(calls), min_time, trials)
-
-
-def copy_bandwidth(device, dtype, mib, min_time):
-    """GB/s of ``dst.copy_(src)`` counting the bytes read and written."""
-    import torch
-
-    src = torch.empty(mib * 2**20 // dtype.itemsize, dtype=dtype, device=device).uniform_()
-    dst = torch.empty_like(src)
-    seconds = time_eager([lambda: dst.copy_(src)], device, min_time)
-    return 2 * src.numel() * dtype.itemsize / seconds / 1e9
 
 
 # ----------------------------------------------------------------------------- cases
@@ -282,8 +254,9 @@ class Case:
         rows = []
         for which, fn in zip(PASSES, fns):
             row = {**base, "pass": which, **errors, "correct": correct,
-                   "first_call_s": first_call_s, "model_bytes": MODEL_BYTES[which] * self.size,
-                   "two_pass_ceiling": MODEL_BYTES[which] / TWO_PASS_BYTES[which]}
+                   "first_call_s": first_call_s,
+                   "model_bytes": bytes_moved(self.shape, self.dtype, which),
+                   "two_pass_ceiling": two_pass_ceiling(which)}
             row["seconds_eager"] = time_eager(self.calls(fn), self.device, min_time, trials)
             self._headline(row)
             rows.append(row)
@@ -414,8 +387,7 @@ def run(device="auto", shapes=None, dtypes=DTYPES, compile="auto", variants=Fals
                          f"median of {TRIALS} trials" if cuda else
                          "time.perf_counter, one trial (Triton interpreted: not GPU "
                          "speeds)"),
-              "model": {"S": "numel(x) * itemsize", "forward": "2S",
-                        "forward+backward": "5S", "two-pass traffic": "3S and 8S"},
+              "model": MODEL,
               "compile": use_compile, "notes": [], "copy_mib": copy_mib, "copy_gbps": {},
               "rows": [], "complete": False}
     for dtype_name in dtypes:
@@ -487,9 +459,7 @@ def render_markdown(report):
             out.append(f"| {key} | {report[key]} |")
     out += ["", f"Copy bandwidth (read + write, {report['copy_mib']} MiB): " + ", ".join(
         f"{d} {g:.1f} GB/s" for d, g in report["copy_gbps"].items()), "",
-        "Model (S = numel * itemsize): forward 2S, forward+backward 5S; a two-pass method "
-        "moves 3S and 8S, so its ceiling is 2/3 and 5/8 of the copy bandwidth "
-        "(for tensors larger than the L2 cache).", "",
+        describe_model() + " The ceiling holds for tensors larger than the L2 cache.", "",
         "| shape | dtype | implementation | pass | time (us) | eager (us) | fraction of copy "
         "| of two-pass ceiling | rel. error y, dx | fits in L2 |",
         "|---|---|---|---|---:|---:|---:|---:|---|---|"]
@@ -515,11 +485,8 @@ def render_markdown(report):
 
 
 def write_report(report, prefix):
-    """PREFIX.json and PREFIX.md ({device} in PREFIX becomes the device), as tools.verify
-    writes its reports."""
-    from tools.verify import write_report as write
-
-    return write(report, prefix, render=render_markdown)
+    """PREFIX.json and PREFIX.md ({device} in PREFIX becomes the device)."""
+    return write_files(report, prefix, render_markdown)
 
 
 def main(argv=None):

@@ -5,9 +5,10 @@ Command line, from the repository root::
     python -m tools.verify --device {auto,cpu,cuda} [--report PREFIX] [--quick]
                            [--bandwidth] [--compile {auto,on,off}] [--require-device]
 
-It needs only numpy, torch and bn_lib (plus ``benchmarks/bandwidth.py`` for
-``--bandwidth``), so any Python where those import will do: on a CUDA machine,
-``make verify-gpu VERIFY_PYTHON=python3`` runs it with that machine's own PyTorch.
+It needs only numpy, torch and this repository (``bn_lib``, and ``benchmarks/`` for the
+report files and ``--bandwidth``; ``benchmarks`` never imports ``tools``), so any Python
+where those import will do: on a CUDA machine, ``make verify-gpu VERIFY_PYTHON=python3``
+runs it with that machine's own PyTorch.
 
 The checks and their tolerances are :mod:`bn_lib.testing`'s (``check_case``,
 ``TOLERANCES``, with the rationale): bn_lib (NumPy, on the CPU) against PyTorch on the
@@ -31,18 +32,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
-import os
 import platform
 import sys
 import time
 
 import numpy as np
 
+from benchmarks import report as report_files
+from benchmarks.bandwidth import describe_model, format_bandwidth, measure_bandwidth
 from bn_lib import testing
 
 COMMAND = "python -m tools.verify"
+
 
 def _cpu_name():
     try:
@@ -89,7 +91,7 @@ def _fmt_err(value):
 
 def format_checks(report, failed_only=False):
     """The parity rows as a Markdown table (also readable as plain text)."""
-    lines = ["| shape | dtype | check | max abs error | max rel error "
+    lines = ["| shape | dtype | check | max abs error | abs / max abs torch "
              "| abs / max(1, max abs torch) | tolerance | ok |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     for r in report["checks"]:
@@ -97,7 +99,7 @@ def format_checks(report, failed_only=False):
             continue
         ok = "yes" if r["passed"] else "**NO**" + (f" ({r['note']})" if "note" in r else "")
         lines.append(f"| {tuple(r['shape'])} | {r['dtype']} | {r['check']} | "
-                     f"{_fmt_err(r['max_abs_err'])} | {_fmt_err(r['max_rel_err'])} | "
+                     f"{_fmt_err(r['max_abs_err'])} | {_fmt_err(r['err_over_max_ref'])} | "
                      f"{_fmt_err(r['scaled_err'])} | {r['tolerance']:.0e} | {ok} |")
     return "\n".join(lines)
 
@@ -133,51 +135,28 @@ def render_markdown(report):
         out += ["## Why BN is memory-bound", "",
                 f"Copy bandwidth ({bw['copy_mib']} MiB, memory to memory on the device, "
                 f"read + write): {bw['copy_gbps']:.1f} GB/s. Timing: {bw['timing']}, "
-                f"{bw['statistic']}; {bw['dtype']}.", "",
-                "Bytes-moved model (S = numel * itemsize): forward 2S (read x, write y); "
-                "forward+backward 5S (the backward pass reads x and dy and writes dx). "
-                "Model GB/s = model bytes / time; fraction = that / copy bandwidth.", ""]
+                f"{bw['statistic']}; {bw['dtype']}.", "", describe_model(), ""]
         if bw["compile"]["note"]:
             out += [f"torch.compile: {bw['compile']['note']}.", ""]
-        from benchmarks.bandwidth import format_bandwidth
-
-        out += [format_bandwidth(bw), ""]
+        out += [format_bandwidth(bw), ""] + [f"Note: {n}" for n in bw.get("notes", [])]
     return "\n".join(out)
 
 
-def write_report(report, prefix, render=None):
-    """Write PREFIX.json and PREFIX.md (``{device}`` in PREFIX becomes the device); the
-    Markdown is ``render(report)``, by default this command's :func:`render_markdown`."""
-    prefix = prefix.replace("{device}", report["device"])
-    directory = os.path.dirname(prefix)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with open(prefix + ".json", "w") as f:
-        json.dump(jsonable(report), f, indent=1)
-        f.write("\n")
-    with open(prefix + ".md", "w") as f:
-        f.write((render or render_markdown)(report))
-    return prefix + ".json", prefix + ".md"
-
-
-def jsonable(obj):
-    """Non-finite floats become strings, so the file is strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    return obj
+def write_report(report, prefix):
+    """Write PREFIX.json and PREFIX.md (``{device}`` in PREFIX becomes the device)."""
+    return report_files.write_report(report, prefix, render_markdown)
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
 def run(device="auto", quick=False, bandwidth=False, compile="auto", require_device=False,
-        progress=None, **kwargs):
+        progress=None, checkpoint=None, budget_s=None, **kwargs):
     """The whole report as a dict: environment, tolerances, the parity rows of
-    :func:`bn_lib.testing.run_verification`, and (``bandwidth=True``) the bandwidth."""
+    :func:`bn_lib.testing.run_verification`, and (``bandwidth=True``) the bandwidth.
+    ``checkpoint(report)``, if given, is called with the parity part before the bandwidth
+    is measured, so that a time limit during the (slow) compiles cannot lose it; past
+    ``budget_s`` seconds of the bandwidth measurement, it compiles nothing more."""
     import torch
 
     start = time.perf_counter()
@@ -195,18 +174,20 @@ def run(device="auto", quick=False, bandwidth=False, compile="auto", require_dev
         "steps": testing.STEPS,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%dT%H:%M:%SZ"),
-        "tolerances": testing.TOLERANCES,
+        "tolerances": {dtype: testing.TOLERANCES[dtype]  # of the dtypes checked
+                       for dtype in kwargs.get("dtypes", testing.DTYPES)},
         "error_metric": "max_abs_err = max|ours - torch|; "
-                        "max_rel_err = max_abs_err / max|torch|; "
-                        "pass when max_abs_err <= tolerance * max(1, max|torch|)",
+                        "err_over_max_ref = max_abs_err / max|torch|; "
+                        "scaled_err = max_abs_err / max(1, max|torch|); "
+                        "pass when scaled_err <= tolerance",
         **result,
     }
     if bandwidth:
-        from benchmarks.bandwidth import measure_bandwidth
-
+        if checkpoint:
+            checkpoint({**report, "elapsed_s": round(time.perf_counter() - start, 1)})
         say("measuring bandwidth (why BN is memory-bound)")
-        report["bandwidth"] = measure_bandwidth(checked, quick=quick, compile=compile,
-                                                progress=say)
+        report["bandwidth"] = measure_bandwidth(
+            checked, quick=quick, compile=compile, progress=say, budget_s=budget_s)
     report["elapsed_s"] = round(time.perf_counter() - start, 1)
     return report
 
@@ -231,6 +212,9 @@ def main(argv=None):
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="torch.compile in the bandwidth measurement (auto: on for CUDA "
                              "only)")
+    parser.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
+                        help="compile no more shapes once the bandwidth measurement has "
+                             "taken this long")
     args = parser.parse_args(argv)
     try:
         import torch  # noqa: F401
@@ -241,13 +225,20 @@ def main(argv=None):
     def say(line):
         print(line, flush=True)
 
+    command = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
+
+    def checkpoint(report):
+        for path in write_report({**report, "command": command}, args.report):
+            say(f"wrote {path} (parity only, before the bandwidth)")
+
     try:
         report = run(device=args.device, quick=args.quick, bandwidth=args.bandwidth,
-                     compile=args.compile, require_device=args.require_device, progress=say)
+                     compile=args.compile, require_device=args.require_device, progress=say,
+                     checkpoint=checkpoint if args.report else None, budget_s=args.budget_s)
     except testing.DeviceUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report["command"] = " ".join([COMMAND, *(argv if argv is not None else sys.argv[1:])])
+    report["command"] = command
     if args.report:
         for path in write_report(report, args.report):
             say(f"wrote {path}")
