@@ -30,6 +30,7 @@ help:
 	@echo "make test        set up .venv, then lint, unit tests, strict nbval, book build"
 	@echo "make check-pages open every built page in headless Chromium, offline, and check it"
 	@echo "make lab         JupyterLab on the chapters (LAB=assignments/work for the course)"
+	@echo "make setup-triton  install Triton (1 GB) for chapter 07's kernels and their tests"
 	@echo "make execute     re-execute every notebook in place, each in a fresh kernel"
 	@echo "make bench       speed and memory of bn_lib against PyTorch (CPU)"
 	@echo "make verify-gpu  re-verify bn_lib against PyTorch on DEVICE (default cuda)"
@@ -45,8 +46,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-# Triton (about 1 GB) for bn_triton, chapter 07's kernels: the tests and the notebooks need
-# it, the book's build does not, so `make book` skips it.
+# Triton (about 1 GB) for bn_triton, chapter 07's kernels: make test, nbval and execute
+# install it (they run chapter 07 and the Triton tests); book, unit and lab do not.
 $(TRITON_STAMP): requirements-triton.txt $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-triton.txt
 	touch $(TRITON_STAMP)
@@ -61,9 +62,11 @@ test: setup setup-triton lint unit nbval course-check book-check pages-if-browse
 	@echo "make test: all checks passed"
 
 lint: setup
-	$(BIN)/ruff check bn_lib bn_triton tests benchmarks chapters tools _ext assignments/tests $(SOURCES)
+	$(BIN)/ruff check bn_lib bn_triton bn_course tests benchmarks chapters tools _ext assignments/tests $(SOURCES)
 
-unit: setup-triton
+# Triton's tests skip where it is missing, so the unit tests need only .venv; make test
+# installs Triton first and runs them too.
+unit: setup
 	$(SINGLE_THREAD) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -q
 
 nbval: setup-triton
@@ -77,15 +80,15 @@ book-check: setup
 
 # The course (assignments/): the learner's command, the generator and the honesty check.
 grade: setup
-	$(SINGLE_THREAD) $(BIN)/python -m tools.grade --work $(WORK) $(if $(A),--assignment $(A))
+	$(SINGLE_THREAD) $(BIN)/python -m bn_course.grade --work $(WORK) $(if $(A),--assignment $(A))
 
 student: setup
-	$(BIN)/python -m tools.make_student
+	$(BIN)/python -m bn_course.make_student
 
 # Sources at full marks and strict nbval; blanks all "not attempted", run top to bottom
 # without an error (nbval's lax mode); every mutant caught; blanks up to date.
 course-check: setup
-	$(SINGLE_THREAD) $(BIN)/python -m tools.course_check
+	$(SINGLE_THREAD) $(BIN)/python -m bn_course.course_check
 	$(SINGLE_THREAD) $(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-n 2 --dist loadfile -q -p no:cacheprovider $(SOURCES)
 	$(SINGLE_THREAD) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
@@ -108,7 +111,8 @@ pages-if-browser: book-check
 		echo "make test: SKIPPED the page check: no Chromium at $(CHROMIUM) (apt-get install chromium)"; \
 	fi
 
-lab: setup-triton
+# Only chapter 07's Triton section needs Triton: `make setup-triton` before running it.
+lab: setup
 	$(BIN)/jupyter lab $(LAB)
 
 execute: setup-triton
@@ -118,9 +122,11 @@ execute: setup-triton
 			--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 $$nb || exit 1; \
 	done
 
+# The CPU benchmarks, each run as `python -m benchmarks.<name>` from the root; the GPU one,
+# benchmarks.bench_triton, runs in tools/gpu_session.sh.
 bench: setup
-	$(BIN)/python benchmarks/bench_batchnorm.py
-	$(BIN)/python benchmarks/bench_distributed.py
+	$(BIN)/python -m benchmarks.bench_batchnorm
+	$(BIN)/python -m benchmarks.bench_distributed
 
 # bn_lib against PyTorch on DEVICE, plus the bandwidth measurement; the report goes to
 # reports/verification_<device checked>.{json,md}. Without a GPU it checks the CPU and says so.

@@ -8,8 +8,8 @@ import shutil
 import nbformat
 import pytest
 
-from tools import grade, make_student
-from tools.grade import FAILED, NOT_ATTEMPTED, PASSED, Submission
+from bn_course import grade, make_student
+from bn_course.grade import FAILED, NOT_ATTEMPTED, PASSED, Submission
 
 SOLUTION = '''
 def f(x):

@@ -2,7 +2,7 @@
 
 Command line (from the repository root)::
 
-    python -m tools.make_student [--check]
+    python -m bn_course.make_student [--check]
 
 For every ``assignments/source/NN_topic.ipynb`` it writes ``assignments/NN_topic.ipynb``,
 where each solution region (nbgrader's markup, ``### BEGIN SOLUTION`` to
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import nbformat
 
-from tools.grade import ASSIGNMENTS, SOURCES
+from bn_course.grade import ASSIGNMENTS, SOURCES
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 DEF = re.compile(r"^\s*def\s+(\w+)\s*\(")

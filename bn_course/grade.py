@@ -2,7 +2,7 @@
 
 Command line (from the repository root; ``make grade`` and ``make grade A=03`` call it)::
 
-    python -m tools.grade [--assignment 03] [--work assignments/work] [--results PATH]
+    python -m bn_course.grade [--assignment 03] [--work assignments/work] [--results PATH]
 
 It grades the learner's copies in the working folder (copying in the blank of any
 assignment that is missing there), prints one table per assignment (each test passed,
@@ -11,7 +11,7 @@ assignment, writes ``results.json`` and exits with status 1 below full marks.
 
 In a notebook::
 
-    from tools.grade import grade
+    from bn_course.grade import grade
     report = grade("02", globals())                  # every task of assignment 02
     report = grade("02", globals(), task="forward")  # one task
 
@@ -45,6 +45,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+# the checkout this package sits in (an editable install): assignments/ is beside it
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = ROOT / "assignments"
 SOURCES = ASSIGNMENTS / "source"

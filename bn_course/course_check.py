@@ -2,7 +2,7 @@
 
 Command line (from the repository root)::
 
-    python -m tools.course_check
+    python -m bn_course.course_check
 
 It checks, and exits 1 on the first kind of problem it reports:
 
@@ -13,7 +13,7 @@ It checks, and exits 1 on the first kind of problem it reports:
 * every known-wrong implementation in ``assignments/tests/mutants/`` fails the test it
   names (``MUST_FAIL``), while every task it does not touch keeps full marks;
 * the committed blanks equal a fresh ``make student``, and no solution line survives in
-  them (``tools.make_student --check``).
+  them (``bn_course.make_student --check``).
 
 That the sources pass strict nbval and the blanks run top to bottom is checked by the
 Makefile's ``course-check`` target with nbval, after this.
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import nbformat
 
-from tools import make_student
-from tools.grade import (
+from bn_course import make_student
+from bn_course.grade import (
     ASSIGNMENTS,
     FAILED,
     NOT_ATTEMPTED,
