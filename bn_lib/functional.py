@@ -57,20 +57,24 @@ def working_dtype(dtype):
 def channel_sum(a):
     """Sum over every axis but 1: (N, C, ...) -> float64 (C,) (`eq-02-mean`, `eq-03-dbeta`).
 
-    Exact where it matters, at no cost to the formulas that call it: each sample's values
-    of a channel are summed first (a contiguous row, which NumPy sums pairwise; for (N, C)
-    input, groups of 8 rows), then the partial sums are added in float64. So float32
-    input keeps its precision however large the batch, where one float32 sum of 65,536
-    values with mean 1e4 would miss the mean by several units in its last place.
+    Exact where it matters, at no cost to the formulas that call it: the values of a
+    channel are first summed within each sample (a contiguous row, which NumPy sums
+    pairwise) or, where those rows are short, down the columns of (N, C * L) within groups
+    of 8 samples; the partial sums are then added in float64. So the rounding error of
+    float32 input does not grow with the batch, where one float32 sum of 65,536 values
+    with mean 1e4 misses the mean by several units in its last place.
     """
     n, c = a.shape[0], a.shape[1]
+    length = math.prod(a.shape[2:])  # values per sample and channel: 1 for (N, C)
     partial_dtype = np.result_type(a.dtype, np.float32)
-    if a.ndim > 2:
-        rows = a.reshape(n, c, math.prod(a.shape[2:]))
+    if length >= 64:  # long rows: one partial sum per sample and channel
+        rows = a.reshape(n, c, length)
         return rows.sum(axis=2, dtype=partial_dtype).sum(axis=0, dtype=np.float64)
+    columns = a.reshape(n, c * length)
     whole = n - n % 8
-    groups = a[:whole].reshape(whole // 8, 8, c).sum(axis=1, dtype=partial_dtype)
-    return groups.sum(axis=0, dtype=np.float64) + a[whole:].sum(axis=0, dtype=np.float64)
+    groups = columns[:whole].reshape(whole // 8, 8, c * length).sum(axis=1, dtype=partial_dtype)
+    total = groups.sum(axis=0, dtype=np.float64) + columns[whole:].sum(axis=0, dtype=np.float64)
+    return total.reshape(c, length).sum(axis=1)
 
 
 def channel_dot(a, b):
