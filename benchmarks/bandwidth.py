@@ -108,7 +108,7 @@ def copy_bandwidth(device, dtype, mib, min_time, trials=5):
 
 
 def _forward_only(x, gamma, beta):
-    from bn_lib.testing import composed_forward
+    from bn_lib.verification import composed_forward
 
     return composed_forward(x, gamma, beta)[0]
 
@@ -131,7 +131,7 @@ def measure_bandwidth(device="auto", shapes=None, dtype="float32", compile="auto
 
     Timed, for each shape: PyTorch's fused ``F.batch_norm`` (forward; forward+backward
     through autograd), the formula composed of separate tensor operations
-    (``bn_lib.testing.composed_forward``, ``composed_backward``), and that formula under
+    (``bn_lib.verification.composed_forward``, ``composed_backward``), and that formula under
     ``torch.compile`` (which fuses the separate operations into a few kernels). A compile
     failure is caught and recorded, never fatal. On the CPU everything runs on one thread
     (the setting is restored afterwards). Each time is the median of ``trials``. Shapes
@@ -140,7 +140,7 @@ def measure_bandwidth(device="auto", shapes=None, dtype="float32", compile="auto
     """
     import torch
 
-    from bn_lib.testing import resolve_device
+    from bn_lib.verification import resolve_device
 
     device, _ = resolve_device(device)
     kind = "cuda" if str(device).startswith("cuda") else "cpu"
@@ -169,7 +169,8 @@ def _measure_bandwidth(device, kind, shapes, dtype, use_compile, compile_note, c
     import torch
     import torch.nn.functional as F
 
-    from bn_lib.testing import EPS, composed_forward_backward
+    from bn_lib.testing import EPS
+    from bn_lib.verification import composed_forward_backward
 
     tdtype = getattr(torch, dtype)
     torch.manual_seed(0)
@@ -296,7 +297,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import torch
 
-    from bn_lib.testing import resolve_device
+    from bn_lib.verification import resolve_device
 
     device, note = resolve_device(args.device)
     if note:

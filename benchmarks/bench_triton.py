@@ -147,7 +147,7 @@ def implementations(phase, shape, dtype, device):
     import torch.nn.functional as F
 
     import bn_triton
-    from bn_lib.testing import composed_forward, composed_forward_backward
+    from bn_lib.verification import composed_forward, composed_forward_backward
 
     def fused_forward(x, dy, gamma, beta, running):
         return F.batch_norm(x, *running, gamma, beta, training=True, eps=EPS)

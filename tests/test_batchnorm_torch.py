@@ -1,6 +1,6 @@
 """Batch Normalization's forward and backward passes against PyTorch, the independent oracle.
 
-Every check of ``bn_lib.testing.check_case`` (training forward and backward against
+Every check of ``bn_lib.verification.check_case`` (training forward and backward against
 autograd, running statistics over several steps, eval mode) for 2-D, 3-D and 4-D input in
 float64 and float32 on every available device, each check its own test; then the
 functional API, the layer with PyTorch's switches, float16, NaN, and PyTorch's own test
@@ -19,14 +19,8 @@ import numpy as np
 import pytest
 
 import bn_lib
-from bn_lib.testing import (
-    assert_close,
-    check_case,
-    to_numpy,
-    to_torch,
-    torch_batch_norm,
-    torch_twin,
-)
+from bn_lib.testing import assert_close, to_numpy, to_torch, torch_batch_norm, torch_twin
+from bn_lib.verification import check_case
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 import bn_lib
-from bn_lib import testing
+from bn_lib import testing, verification
 
 torch = pytest.importorskip("torch")
 
 
 def test_quick_subset_passes_on_cpu():
-    result = testing.run_verification(device="cpu", quick=True)
+    result = verification.run_verification(device="cpu", quick=True)
     assert result["passed"], [r for r in result["checks"] if not r["passed"]]
-    assert {tuple(r["shape"]) for r in result["checks"]} == set(testing.QUICK_SHAPES)
+    assert {tuple(r["shape"]) for r in result["checks"]} == set(verification.QUICK_SHAPES)
     # float64 agrees far inside its tolerance: the tolerance is not what makes it pass
     assert max(r["scaled_err"] for r in result["checks"] if r["dtype"] == "float64") < 1e-12
 
@@ -43,8 +43,8 @@ def implementation(**replaced):
     return types.SimpleNamespace(**{**parts, **replaced})
 
 
-def failed_checks(impl, dtypes=testing.DTYPES):
-    result = testing.run_verification("cpu", shapes=[(32, 16)], dtypes=dtypes,
+def failed_checks(impl, dtypes=verification.DTYPES):
+    result = verification.run_verification("cpu", shapes=[(32, 16)], dtypes=dtypes,
                                       implementation=impl)
     return {(r["dtype"], r["check"]) for r in result["checks"] if not r["passed"]}
 
@@ -52,7 +52,7 @@ def failed_checks(impl, dtypes=testing.DTYPES):
 def test_biased_running_variance_is_caught():
     # the running variance itself, and the eval mode that normalizes with it
     assert failed_checks(implementation(BatchNorm=BiasedRunningVar)) == {
-        (dtype, check) for dtype in testing.DTYPES
+        (dtype, check) for dtype in verification.DTYPES
         for check in ("running_var (momentum 0.1)", "running_var (cumulative)",
                       "eval forward y", "eval backward dx")}
 
@@ -63,7 +63,7 @@ def test_backward_off_by_a_tenth_of_a_percent_is_caught():
         return dx * (1 + 1e-3), dgamma, dbeta
 
     assert failed_checks(implementation(batch_norm_backward=backward)) == {
-        (dtype, "train backward dx") for dtype in testing.DTYPES}
+        (dtype, "train backward dx") for dtype in verification.DTYPES}
 
 
 def test_nan_is_caught():
@@ -125,7 +125,7 @@ def test_composed_formula_is_batch_norm(rng):
     x = 5 * rng.standard_normal((6, 3, 4, 4)) + 12
     gamma, beta, dy = rng.uniform(0.5, 1.5, 3), rng.standard_normal(3), rng.standard_normal(x.shape)
     tensors = (torch.from_numpy(a) for a in (x, gamma, beta, dy))
-    composed = testing.composed_forward_backward(*tensors)
+    composed = verification.composed_forward_backward(*tensors)
     y, cache = bn_lib.batch_norm_forward(x, gamma, beta)
     for name, ours, ref in zip(("y", "dx", "dgamma", "dbeta"), composed,
                                (y, *bn_lib.batch_norm_backward(dy, cache))):
@@ -167,4 +167,4 @@ def test_torch_twin_refuses_what_it_cannot_copy():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_quick_subset_passes_on_cuda():
-    assert testing.run_verification(device="cuda", quick=True)["passed"]
+    assert verification.run_verification(device="cuda", quick=True)["passed"]

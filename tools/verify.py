@@ -41,7 +41,7 @@ import numpy as np
 
 from benchmarks import report as report_files
 from benchmarks.bandwidth import describe_model, format_bandwidth, measure_bandwidth
-from bn_lib import testing
+from bn_lib import testing, verification
 
 COMMAND = "python -m tools.verify"
 
@@ -153,7 +153,7 @@ def write_report(report, prefix):
 def run(device="auto", quick=False, bandwidth=False, compile="auto", require_device=False,
         progress=None, checkpoint=None, budget_s=None, **kwargs):
     """The whole report as a dict: environment, tolerances, the parity rows of
-    :func:`bn_lib.testing.run_verification`, and (``bandwidth=True``) the bandwidth.
+    :func:`bn_lib.verification.run_verification`, and (``bandwidth=True``) the bandwidth.
     ``checkpoint(report)``, if given, is called with the parity part before the bandwidth
     is measured, so that a time limit during the (slow) compiles cannot lose it; past
     ``budget_s`` seconds of the bandwidth measurement, it compiles nothing more."""
@@ -161,9 +161,9 @@ def run(device="auto", quick=False, bandwidth=False, compile="auto", require_dev
 
     start = time.perf_counter()
     say = progress or (lambda line: None)
-    checked, _ = testing.resolve_device(device, require=require_device)
+    checked, _ = verification.resolve_device(device, require=require_device)
     say(f"checking bn_lib against PyTorch {torch.__version__} on {checked}")
-    result = testing.run_verification(device=device, quick=quick,
+    result = verification.run_verification(device=device, quick=quick,
                                       require_device=require_device, progress=say, **kwargs)
     report = {
         "schema": 1,
@@ -171,11 +171,11 @@ def run(device="auto", quick=False, bandwidth=False, compile="auto", require_dev
         **environment(checked),
         "quick": bool(quick),
         "eps": testing.EPS,
-        "steps": testing.STEPS,
+        "steps": verification.STEPS,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
             "%Y-%m-%dT%H:%M:%SZ"),
         "tolerances": {dtype: testing.TOLERANCES[dtype]  # of the dtypes checked
-                       for dtype in kwargs.get("dtypes", testing.DTYPES)},
+                       for dtype in kwargs.get("dtypes", verification.DTYPES)},
         "error_metric": "max_abs_err = max|ours - torch|; "
                         "err_over_max_ref = max_abs_err / max|torch|; "
                         "scaled_err = max_abs_err / max(1, max|torch|); "
@@ -235,7 +235,7 @@ def main(argv=None):
         report = run(device=args.device, quick=args.quick, bandwidth=args.bandwidth,
                      compile=args.compile, require_device=args.require_device, progress=say,
                      checkpoint=checkpoint if args.report else None, budget_s=args.budget_s)
-    except testing.DeviceUnavailable as exc:
+    except verification.DeviceUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report["command"] = command
