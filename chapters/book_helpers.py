@@ -80,7 +80,11 @@ def rounded(a, digits=4):
 
 
 def best_time(fn, repeat=3):
-    """The fastest of ``repeat`` calls of ``fn()``, in seconds (the least disturbed one)."""
+    """The fastest of ``repeat`` calls of ``fn()``, in seconds (the least disturbed one).
+
+    The chapters' only timer. ``benchmarks/timing.py`` is the benchmarks' engine, but a
+    notebook cannot import ``benchmarks/``: it is not installed, and on Colab only the
+    wheel is."""
     return min(timeit.repeat(fn, number=1, repeat=repeat))
 
 
