@@ -17,10 +17,13 @@ from .batchnorm import BatchNorm
 from .checks import check_channel_vector, check_channels, check_count, check_eps
 from .functional import batch_norm_backward, batch_norm_inference
 from .module import Module, replace_modules
+from .renorm import BatchRenorm
 
 __all__ = ["FrozenBatchNorm", "freeze_batchnorm", "update_bn"]
 
-_STATE = ("running_mean", "running_var", "num_batches_tracked", "momentum", "cache")
+_RECOMPUTED = ("running_mean", "running_var", "cache")  # what update_bn changes
+_RESTORED = ("num_batches_tracked", "momentum")
+_RENORM = ("r_max", "d_max", "r", "d")  # BatchRenorm's, restored too
 
 
 def update_bn(model, x, batch_size=64):
@@ -32,9 +35,10 @@ def update_bn(model, x, batch_size=64):
     the cumulative average over the batches, each batch weighted equally (chapter 04,
     `eq-04-cumulative`), then restore each layer's momentum and the model's mode. No
     parameter changes. Unlike torch, ``num_batches_tracked`` keeps its value: it counts
-    training steps, which drive BatchRenorm's schedule. A call that raises (a batch with
-    one value per channel, say) restores every layer as it was. Returns the number of
-    layers updated.
+    training steps, which drive BatchRenorm's schedule; and a BatchRenorm layer works as
+    plain BN (r = 1, d = 0) during the call, so its statistics are those BN would
+    collect. A call that raises (a batch with one value per channel, say) restores every
+    layer as it was. Returns the number of layers updated.
     """
     batch_size = check_count(batch_size, "batch_size")
     if len(x) == 0:
@@ -42,12 +46,14 @@ def update_bn(model, x, batch_size=64):
     layers = [m for m in model.modules() if isinstance(m, BatchNorm) and m.track_running_stats]
     if not layers:
         return 0
-    saved = [{name: _copy(getattr(bn, name)) for name in _STATE} for bn in layers]
+    saved = [{name: _copy(getattr(bn, name)) for name in _state_names(bn)} for bn in layers]
     was_training = model.training
     try:
         for bn in layers:
             bn.reset_running_stats()
             bn.momentum = None
+            if isinstance(bn, BatchRenorm):
+                bn.r_max, bn.d_max = 1.0, 0.0  # plain BN while the statistics are collected
         model.train()
         for start in range(0, len(x), batch_size):
             model.forward(x[start:start + batch_size])
@@ -59,9 +65,14 @@ def update_bn(model, x, batch_size=64):
     finally:
         model.train(was_training)
     for bn, state in zip(layers, saved):
-        bn.momentum = state["momentum"]
-        bn.num_batches_tracked = state["num_batches_tracked"]
+        for name, value in state.items():
+            if name not in _RECOMPUTED:
+                setattr(bn, name, value)
     return len(layers)
+
+
+def _state_names(bn):
+    return _RECOMPUTED + _RESTORED + (_RENORM if isinstance(bn, BatchRenorm) else ())
 
 
 def _copy(value):

@@ -277,6 +277,31 @@ def test_update_bn_with_one_value_per_channel_raises_and_restores_the_statistics
     assert_same_bn_state(model, before)
 
 
+def test_update_bn_collects_batch_renorm_statistics_as_plain_batchnorm_would():
+    """During update_bn a BatchRenorm layer works as BN (r = 1, d = 0): its output feeds the
+    next layer, whose statistics would otherwise depend on the reset running statistics."""
+    rng = np.random.default_rng(0)
+
+    def network(norm):
+        return bn_lib.Sequential(bn_lib.Linear(5, 6, bias=False, rng=0), norm(6), bn_lib.ReLU(),
+                                 bn_lib.Linear(6, 4, bias=False, rng=1), norm(4))
+
+    renorm = network(lambda c: bn_lib.BatchRenorm(c, r_max=3.0, d_max=5.0))
+    for _ in range(4):
+        renorm.forward(2.0 * rng.standard_normal((8, 5)) + 1.0)
+    limits = [layer.r_max for layer in renorm.modules() if isinstance(layer, bn_lib.BatchRenorm)]
+    plain = network(bn_lib.BatchNorm)
+    x = 2.0 * rng.standard_normal((40, 5)) + 1.0
+    bn_lib.update_bn(renorm, x, batch_size=8)
+    bn_lib.update_bn(plain, x, batch_size=8)
+    for ours, theirs in zip(renorm.modules(), plain.modules()):
+        if isinstance(theirs, bn_lib.BatchNorm):
+            np.testing.assert_allclose(ours.running_mean, theirs.running_mean, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(ours.running_var, theirs.running_var, rtol=1e-12)
+    assert limits == [layer.r_max for layer in renorm.modules()
+                      if isinstance(layer, bn_lib.BatchRenorm)]
+
+
 @pytest.mark.parametrize("batch_size", [2, 1], ids=["last_batch_of_one_image",
                                                     "every_batch_one_image"])
 def test_update_bn_uses_batches_of_one_image_like_torch(batch_size):
