@@ -57,12 +57,12 @@ def working_dtype(dtype):
 def channel_sum(a):
     """Sum over every axis but 1: (N, C, ...) -> float64 (C,) (`eq-02-mean`, `eq-03-dbeta`).
 
-    Exact where it matters, at no cost to the formulas that call it: the values of a
+    Accurate where it matters, at no cost to the formulas that call it: the values of a
     channel are first summed within each sample (a contiguous row, which NumPy sums
     pairwise) or, where those rows are short, down the columns of (N, C * L) within groups
     of 8 samples; the partial sums are then added in float64. So the rounding error of
-    float32 input does not grow with the batch, where one float32 sum of 65,536 values
-    with mean 1e4 misses the mean by several units in its last place.
+    float32 input does not grow with the batch, where a float32 column sum of 65,536
+    values with mean 1e4 misses the mean by thousands of units in its last place.
     """
     n, c = a.shape[0], a.shape[1]
     length = math.prod(a.shape[2:])  # values per sample and channel: 1 for (N, C)
@@ -111,7 +111,8 @@ class BatchNormCache:
 
 def batch_statistics(x):
     """Mean, biased variance and centred values of a training batch (the one statistics
-    path of bn_lib's BatchNorm, BatchRenorm and normalization layers).
+    path of bn_lib's BatchNorm, BatchRenorm, LayerNorm and GroupNorm; SyncBatchNorm's
+    ``global_moments`` is its counterpart across processes).
 
     Input ``x`` of shape (N, C, ...). Returns ``(mean, var, centred)``: float64 (C,)
     vectors and x - mean in the working dtype. Two passes, the mean first, then the
