@@ -2,6 +2,7 @@
 into the layer before it computing what the unfolded network computes (eval mode)."""
 
 import numpy as np
+from layer_cases import conv_and_trained_bn
 
 import bn_lib
 
@@ -30,12 +31,7 @@ def test_dropout_keeps_the_mean():
 
 
 def test_folding_matches_the_unfolded_network(rng):
-    conv, bn = bn_lib.Conv2d(2, 3, 3, padding=1, rng=1), bn_lib.BatchNorm(3)
-    bn.gamma[...] = rng.uniform(0.5, 2, 3)
-    bn.beta[...] = rng.standard_normal(3)
-    for _ in range(3):
-        bn.forward(conv.forward(rng.standard_normal((4, 2, 5, 5)) + 1))
-    bn.eval()
+    conv, bn = conv_and_trained_bn(rng)
     x = rng.standard_normal((2, 2, 5, 5))
     folded = bn_lib.fold_batchnorm(conv, bn)
     np.testing.assert_allclose(folded.forward(x), bn.forward(conv.forward(x)), atol=1e-12)

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from layer_cases import conv_and_trained_bn
 
 import bn_lib
 from bn_lib.testing import assert_close, to_numpy, to_torch, torch_twin
@@ -108,12 +109,7 @@ def test_sample_inputs_dropout(shape, p, training):
 
 
 def test_folding_matches_torch_fuse_conv_bn_eval(rng):
-    conv, bn = bn_lib.Conv2d(2, 3, 3, padding=1, rng=1), bn_lib.BatchNorm(3)
-    bn.gamma[...] = rng.uniform(0.5, 2, 3)
-    bn.beta[...] = rng.standard_normal(3)
-    for _ in range(3):
-        bn.forward(conv.forward(rng.standard_normal((4, 2, 5, 5)) + 1))
-    bn.eval()
+    conv, bn = conv_and_trained_bn(rng)
     folded = bn_lib.fold_batchnorm(conv, bn)
     fused = torch.nn.utils.fusion.fuse_conv_bn_eval(torch_twin(conv).eval(),
                                                     torch_twin(bn, ndim=4))
