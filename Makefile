@@ -62,7 +62,7 @@ test: setup setup-triton lint unit nbval course-check book-check pages-if-browse
 	@echo "make test: all checks passed"
 
 lint: setup
-	$(BIN)/ruff check bn_lib bn_triton bn_course tests benchmarks chapters tools _ext assignments/tests $(SOURCES)
+	$(BIN)/ruff check bn_lib bn_triton bn_course tests benchmarks chapters tools _ext $(SOURCES)
 
 # Triton's tests skip where it is missing, so the unit tests need only .venv; make test
 # installs Triton first and runs them too.

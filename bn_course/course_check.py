@@ -41,7 +41,7 @@ from bn_course.grade import (
     run_tests,
 )
 
-MUTANTS = TESTS / "mutants"
+MUTANTS = ASSIGNMENTS / "tests" / "mutants"
 TASK_HEADING = re.compile(r"^## Task `(\w+)`: (.+)$", re.MULTILINE)
 PRACTISE = re.compile(r"\*\*What you'll practise:\*\* (.+?)(?:\n\n|$)", re.DOTALL)
 

@@ -49,7 +49,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = ROOT / "assignments"
 SOURCES = ASSIGNMENTS / "source"
-TESTS = ASSIGNMENTS / "tests"
+TESTS = Path(__file__).resolve().parent / "tests"  # installed with the package
 DEFAULT_WORK = ASSIGNMENTS / "work"
 PRIVATE_TESTS_VARIABLE = "BN_COURSE_PRIVATE_TESTS"
 STRICT_VARIABLE = "BN_COURSE_STRICT"
