@@ -3,7 +3,8 @@
 Sphinx has no Korean search language. Korean attaches particles (조사) to the word they
 follow, so the stock index holds 평균이, 평균은 and 평균을 as three words and a search for
 평균 finds none of them. This language keeps Sphinx's English search (Porter stemmer,
-stop words) and stems a word that contains Hangul by removing one trailing particle, in the
+stop words) and stems a word that contains Hangul by removing one trailing particle (keeping at least two
+characters, so 결과 is not read as 결 + 과), in the
 index (Python) and in the query (JavaScript) alike, so 평균, 평균이 and 평균을 all meet
 at 평균.
 
@@ -31,10 +32,16 @@ def has_hangul(word: str) -> bool:
     return any(HANGUL_FIRST <= char <= HANGUL_LAST for char in word)
 
 
+# At least two characters stay: a two-syllable noun whose last syllable looks like a
+# particle (결과, 효과, 평가, 속도, 정의) is kept whole, and 결과가 still meets it at 결과. The
+# price: a one-syllable noun keeps its particle (값이 is not found by 값).
+MIN_STEM = 2
+
+
 def strip_particle(word: str) -> str:
-    """``word`` without one trailing Korean particle; unchanged if nothing would remain."""
+    """``word`` without one trailing Korean particle, if at least ``MIN_STEM`` characters remain."""
     for particle in PARTICLES:
-        if word.endswith(particle) and len(word) > len(particle):
+        if word.endswith(particle) and len(word) - len(particle) >= MIN_STEM:
             return word[: -len(particle)]
     return word
 
@@ -60,6 +67,7 @@ SearchKoreanEnglish.js_stemmer_code = (
     _PORTER
     + """
 var KOREAN_PARTICLES = PARTICLES_JSON;
+var MIN_STEM = MIN_STEM_VALUE;
 var HANGUL = /[\\uac00-\\ud7a3]/;
 var Stemmer = function() {
   var porter = new PorterStemmer();
@@ -68,7 +76,7 @@ var Stemmer = function() {
     var stripped = word;
     for (var i = 0; i < KOREAN_PARTICLES.length; i++) {
       var particle = KOREAN_PARTICLES[i];
-      if (word.length > particle.length && word.endsWith(particle)) {
+      if (word.length - particle.length >= MIN_STEM && word.endsWith(particle)) {
         stripped = word.slice(0, word.length - particle.length);
         break;
       }
@@ -77,6 +85,7 @@ var Stemmer = function() {
   };
 };
 """.replace("PARTICLES_JSON", json.dumps(PARTICLES, ensure_ascii=False))
+    .replace("MIN_STEM_VALUE", str(MIN_STEM))
 )
 
 

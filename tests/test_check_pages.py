@@ -40,8 +40,9 @@ def site(built, tmp_path):
 
 def problems(site, browser, only=None, searches=()):
     """The problems found on each page checked, and the reports."""
+    sources = tiny_book.build().parent.parent  # where the launch buttons' notebooks are
     reports = check_pages.check_book(
-        site, tmp_path_screens(site), browser, searches=searches, only=only
+        site, tmp_path_screens(site), browser, searches=searches, only=only, source_dir=sources
     )
     return {report.page: report.problems for report in reports}, reports
 
@@ -58,12 +59,15 @@ def edit(path: Path, old: str, new: str) -> None:
 
 def test_sound_book_passes_with_math_images_solution_and_screenshots(site, browser):
     found, reports = problems(site, browser, searches=SEARCHES)
-    assert len(found) == 6  # genindex, index (a redirect), intro, korean, search, one search
+    assert len(found) == 7  # genindex, index (a redirect), intro, korean, code, search, a search
     assert all(not listed for listed in found.values()), check_pages.format_reports(reports)
     intro = next(report for report in reports if report.page == "intro.html")
     assert intro.math >= 3 and intro.images == 1 and intro.solutions == 1
     assert (tmp_path_screens(site) / "intro.png").stat().st_size > 0
     assert (tmp_path_screens(site) / "korean.png").stat().st_size > 0
+    code = next(report for report in reports if report.page == "code.html")
+    narrowest, widest = code.columns
+    assert check_pages.COLUMN_CHARACTERS <= narrowest <= widest  # the 70-character lines fit
 
 
 def test_deleted_image_fails(site, browser):
@@ -137,3 +141,20 @@ def test_folded_cell_shown_open_fails(site, browser):
     edit(site / "korean.html", "</body>", folded + "</body>")
     found, _ = problems(site, browser, only=["korean.html"])
     assert any("folded cells" in problem for problem in found["korean.html"])
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        (tiny_book.CODE_LINE, "code cell 1 (input)"),
+        (tiny_book.OUTPUT_LINE, "code cell 1 (output)"),
+        (tiny_book.FOLDED_LINE, "code cell 2 (input)"),  # measured as a reader who opens it
+    ],
+)
+def test_code_line_of_150_characters_fails(site, browser, line, where):
+    wide = line + line[-1] * 80
+    edit(site / "code.html", line[-20:], wide[-100:])
+    found, _ = problems(site, browser, only=["code.html"])
+    [problem] = found["code.html"]
+    assert problem.startswith(f"{where} scrolls sideways by ")
+    assert problem.endswith(f"its widest line has 150 characters, starting {wide[:40]!r}")

@@ -23,6 +23,13 @@ CASES = [
     ("배치에서는", "배치"),
     ("미니배치로", "미니배치"),
     ("값", "값"),  # one syllable: nothing to strip
+    ("결과", "결과"),  # ends in a particle-like syllable, but 결 alone is too short a stem
+    ("결과가", "결과"),
+    ("결과이며", "결과"),
+    ("효과는", "효과"),
+    ("평가", "평가"),
+    ("속도", "속도"),
+    ("값이", "값이"),  # the price of the two-character rule (MIN_STEM)
     ("이", "이"),  # a particle alone stays a word
     ("BN의", "bn"),  # the rest is English: Porter-stemmed, lower case
     ("normalization", "normal"),

@@ -1,10 +1,12 @@
 """A two-page book built with the real book's configuration, for testing the page check.
 
 It has what the check looks at: inline and display math, an image, an exercise with its
-solution in a dropdown, and a Korean sentence whose words carry particles. Built once per
+solution in a dropdown, a Korean sentence whose words carry particles, and a notebook page
+with code cells (one folded away) and a printed line, each 70 characters wide. Built once per
 test process (5-10 s) into a temporary folder; tests copy the HTML and damage the copy.
 """
 
+import json
 import shutil
 import struct
 import subprocess
@@ -22,6 +24,7 @@ TOC = """format: jb-book
 root: intro
 chapters:
   - file: korean
+  - file: code
 """
 
 INTRO = r"""# A tiny book
@@ -53,6 +56,35 @@ KOREAN = """# 한국어 쪽 (A Korean page)
 """
 
 
+# Each 70 characters wide, well inside the code column; the tests widen them to 150.
+CODE_LINE = "# a line of code 70 characters wide: " + "x" * 33
+OUTPUT_LINE = "a printed line 70 characters wide: " + "y" * 35
+FOLDED_LINE = "# a folded line 70 characters wide: " + "z" * 34
+
+
+def code_notebook() -> dict:
+    """A notebook page, stored executed (the book never executes): a code cell that prints
+    a line, and a code cell folded away (``hide-input``)."""
+
+    def cell(source: str, tags: list[str], outputs: list[dict]) -> dict:
+        metadata = {"tags": tags} if tags else {}
+        return {"cell_type": "code", "execution_count": 1, "metadata": metadata,
+                "source": source, "outputs": outputs}  # fmt: skip
+
+    printed = {"output_type": "stream", "name": "stdout", "text": OUTPUT_LINE + "\n"}
+    return {
+        "cells": [
+            {"cell_type": "markdown", "metadata": {}, "source": "# Code that fits the page"},
+            cell(CODE_LINE + "\nprint(printed_line)", [], [printed]),
+            cell(FOLDED_LINE, ["hide-input"], []),
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 4,
+    }  # fmt: skip
+
+
 def grey_png(size: int = 8) -> bytes:
     """A ``size`` x ``size`` mid-grey PNG, encoded here so the test needs no image library."""
 
@@ -80,6 +112,7 @@ def write_sources(folder: Path) -> Path:
     (folder / "_toc.yml").write_text(TOC, encoding="utf-8")
     (folder / "intro.md").write_text(INTRO, encoding="utf-8")
     (folder / "korean.md").write_text(KOREAN, encoding="utf-8")
+    (folder / "code.ipynb").write_text(json.dumps(code_notebook(), indent=1), encoding="utf-8")
     (folder / "square.png").write_bytes(grey_png())
     return folder
 

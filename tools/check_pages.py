@@ -12,7 +12,16 @@ asserts:
   errors that stock Jupyter Book 1 pages log everywhere (``ALLOWED_CONSOLE_ERRORS``);
 - every exercise solution is a closed dropdown that opens on a click, and every cell the
   chapter folds away (``hide-input``, ``hide-cell``: plot code, the Colab set-up) is closed;
-- every launch button (Colab, Binder) points at a notebook that exists in the book's sources.
+- every launch button (Colab, Binder) points at a notebook that exists in the book's sources;
+- no code block or output scrolls sideways: with every folded cell and dropdown opened, as a
+  reader who expands them sees it, each ``pre`` and ``div.highlight`` of the article has
+  ``scrollWidth <= clientWidth + 1`` (1 px of rounding); a wider one is reported with its cell
+  and the first characters of its widest line. The viewport is ``VIEWPORT``, 1440 x 900 (a
+  13-inch laptop's default): there the narrowest code column, inside an exercise's solution,
+  shows 81 characters of code and the article's column 89 (at 1366 wide: 77 and 85; at 1280:
+  69 and 77), so the ``COLUMN_CHARACTERS`` (80) the chapters' code and printed lines are kept
+  to (``chapters/ruff.toml``, ``tests/test_output_width.py``) fit everywhere. The check
+  measures the figures on each page and reports them.
 
 It also searches the book for Korean words with particles attached (``SEARCHES``), and saves
 a full-page screenshot of every page under ``_build/screenshots/``.
@@ -53,6 +62,9 @@ ALLOWED_CONSOLE_ERRORS = (
 SEARCHES = (("분포", "chapters/source_notes_ko"), ("손실", "chapters/source_notes_ko"))
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 TIMEOUT_MS = 30_000
+# A common laptop screen (see the module docstring for what narrower ones show).
+VIEWPORT = {"width": 1440, "height": 900}
+COLUMN_CHARACTERS = 80  # the width chapter code and printed lines are kept to
 
 # Runs in the page after MathJax has finished: what a reader would see.
 INSPECT_PAGE = r"""
@@ -98,12 +110,64 @@ SOLUTION_STATES = r"""
 """
 
 
+# Opens every folded cell and dropdown, then measures each code block and output the way a
+# reader who expands them sees it: one that scrolls sideways is wider than its column.
+MEASURE_CODE_WIDTH = r"""
+() => {
+  document.querySelectorAll("details").forEach((details) => { details.open = true; });
+  const article = document.querySelector("article") || document.body;
+  const cells = Array.from(article.querySelectorAll("div.cell"));
+  const blocks = Array.from(article.querySelectorAll("pre, div.highlight"));
+  const loose = Array.from(article.querySelectorAll("div.highlight"))
+    .filter((block) => !block.closest("div.cell"));
+  const wide = [];
+  const seen = new Set();
+  for (const block of blocks) {
+    if (block.scrollWidth <= block.clientWidth + 1) continue;
+    const pre = block.matches("pre") ? block : block.querySelector("pre");
+    if (pre && seen.has(pre)) continue;  // a div.highlight and its pre: one report
+    if (pre) seen.add(pre);
+    const cell = block.closest("div.cell");
+    const part = block.closest(".cell_output") ? "output" : "input";
+    const lines = (pre || block).textContent.split("\n");
+    const widest = lines.reduce((a, b) => (b.length > a.length ? b : a), "");
+    wide.push({
+      where: cell ? `code cell ${cells.indexOf(cell) + 1} (${part})`
+                  : `code block ${loose.indexOf(block.closest("div.highlight")) + 1}`
+                    + " outside the cells",
+      overflow: block.scrollWidth - block.clientWidth,
+      characters: widest.length,
+      start: widest.trim().slice(0, 40),
+    });
+  }
+  // Characters of code each block's column shows: a probe line of 100 characters in it.
+  const columns = [];
+  for (const pre of article.querySelectorAll("pre")) {
+    if (!pre.clientWidth) continue;  // not displayed
+    const probe = document.createElement("span");
+    probe.textContent = "x".repeat(100);
+    pre.appendChild(probe);
+    const perCharacter = probe.getBoundingClientRect().width / 100;
+    probe.remove();
+    const style = getComputedStyle(pre);
+    const inner = pre.clientWidth - parseFloat(style.paddingLeft)
+                - parseFloat(style.paddingRight);
+    columns.push(Math.floor(inner / perCharacter + 0.01));
+  }
+  return {wide, columns};
+}
+"""
+
+
 @dataclass
 class PageReport:
     page: str
     math: int = 0
     images: int = 0
     solutions: int = 0
+    # Characters of code the narrowest and the widest column on the page show (a solution's
+    # or a folded cell's column is narrower than the article's); None: no code.
+    columns: tuple[int, int] | None = None
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -228,7 +292,7 @@ def check_page(
     """Open one page and check what a reader would see; see the module docstring."""
     report = PageReport(page_path)
     start = time.perf_counter()
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport=VIEWPORT)
     try:
         context.route("**/*", _cut_network)
         page = context.new_page()
@@ -260,6 +324,7 @@ def check_page(
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
         report.problems.extend(_check_solutions(page))
+        report.problems.extend(_check_code_width(page, report))
     finally:
         context.close()
     report.seconds = time.perf_counter() - start
@@ -279,6 +344,18 @@ def _check_solutions(page) -> list[str]:
         if not page.evaluate(SOLUTION_STATES)[index]["open"]:
             problems.append(f"solution {before['id']!r} does not open on a click")
     return problems
+
+
+def _check_code_width(page, report: PageReport) -> list[str]:
+    """Each code block and output fits its column (measured with every fold opened)."""
+    measured = page.evaluate(MEASURE_CODE_WIDTH)
+    if measured["columns"]:
+        report.columns = (min(measured["columns"]), max(measured["columns"]))
+    return [
+        f"{block['where']} scrolls sideways by {block['overflow']} px: its widest line has "
+        f"{block['characters']} characters, starting {block['start']!r}"
+        for block in measured["wide"]
+    ]
 
 
 def check_search(browser, base_url: str, query: str, expected_page: str) -> list[str]:
@@ -348,10 +425,13 @@ def check_book(
 
 def format_reports(reports: list[PageReport]) -> str:
     """A table of the reports; timings are left out (they vary), the problems listed."""
-    lines = [f"{'page':<40} {'math':>5} {'images':>6} {'solutions':>9}  result"]
+    lines = [f"{'page':<40} {'math':>5} {'images':>6} {'solutions':>9} {'column':>6}  result"]
     for r in reports:
         verdict = "ok" if not r.problems else f"{len(r.problems)} problem(s)"
-        lines.append(f"{r.page:<40} {r.math:>5} {r.images:>6} {r.solutions:>9}  {verdict}")
+        column = "" if r.columns is None else "{}-{}".format(*r.columns)
+        lines.append(
+            f"{r.page:<40} {r.math:>5} {r.images:>6} {r.solutions:>9} {column:>6}  {verdict}"
+        )
         lines.extend(f"    - {problem}" for problem in r.problems)
     return "\n".join(lines)
 
@@ -371,6 +451,13 @@ def main(argv: list[str] | None = None) -> int:
     print(format_reports(reports))
     failed = [report for report in reports if report.problems]
     math = sum(report.math for report in reports)
+    columns = [report.columns for report in reports if report.columns is not None]
+    if columns:
+        print(
+            f"check-pages: at {VIEWPORT['width']}x{VIEWPORT['height']} a code column shows "
+            f"{min(c[0] for c in columns)} (narrowest) to {max(c[1] for c in columns)} "
+            "characters of code"
+        )
     print(
         f"check-pages: {len(reports) - len(failed)} of {len(reports)} checks passed; "
         f"{math} math elements typeset offline; screenshots in {args.screenshots}/ "
