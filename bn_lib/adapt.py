@@ -27,33 +27,40 @@ _RENORM = ("r_max", "d_max", "r", "d")  # BatchRenorm's, restored too
 
 
 def update_bn(model, x, batch_size=64):
-    """Recompute the running statistics of every BatchNorm layer in ``model`` from ``x``.
+    """Recompute the running statistics of every BatchNorm layer in ``model``
+    from ``x``.
 
-    Like ``torch.optim.swa_utils.update_bn``: reset the statistics, run ``x`` (shape
-    (N, ...), in order, in batches of ``batch_size``, the last one possibly shorter)
-    through the model in training mode with ``momentum=None``, so each layer ends with
-    the cumulative average over the batches, each batch weighted equally (chapter 04,
-    `eq-04-cumulative`), then restore each layer's momentum and the model's mode. No
-    parameter changes. Unlike torch, ``num_batches_tracked`` keeps its value: it counts
-    training steps, which drive BatchRenorm's schedule; and a BatchRenorm layer works as
-    plain BN (r = 1, d = 0) during the call, so its statistics are those BN would
-    collect. A call that raises (a batch with one value per channel, say) restores every
-    layer as it was. Returns the number of layers updated.
+    Like ``torch.optim.swa_utils.update_bn``: reset the statistics, run ``x``
+    (shape (N, ...), in order, in batches of ``batch_size``, the last one
+    possibly shorter) through the model in training mode with
+    ``momentum=None``, so each layer ends with the cumulative average over the
+    batches, each batch weighted equally (chapter 04, `eq-04-cumulative`), then
+    restore each layer's momentum and the model's mode. No parameter changes.
+
+    Unlike torch, ``num_batches_tracked`` keeps its value: it counts training
+    steps, which drive BatchRenorm's schedule; and a BatchRenorm layer works as
+    plain BN (r = 1, d = 0) during the call, so its statistics are those BN
+    would collect. A call that raises (a batch with one value per channel, say)
+    restores every layer as it was. Returns the number of layers updated.
     """
     batch_size = check_count(batch_size, "batch_size")
     if len(x) == 0:
-        raise ValueError("update_bn got no examples: the statistics would be reset to nothing")
-    layers = [m for m in model.modules() if isinstance(m, BatchNorm) and m.track_running_stats]
+        raise ValueError("update_bn got no examples: the statistics would be "
+                         "reset to nothing")
+    layers = [m for m in model.modules()
+              if isinstance(m, BatchNorm) and m.track_running_stats]
     if not layers:
         return 0
-    saved = [{name: _copy(getattr(bn, name)) for name in _state_names(bn)} for bn in layers]
+    saved = [{name: _copy(getattr(bn, name)) for name in _state_names(bn)}
+             for bn in layers]
     was_training = model.training
     try:
         for bn in layers:
             bn.reset_running_stats()
             bn.momentum = None
             if isinstance(bn, BatchRenorm):
-                bn.r_max, bn.d_max = 1.0, 0.0  # plain BN while the statistics are collected
+                # plain BN while the statistics are collected
+                bn.r_max, bn.d_max = 1.0, 0.0
         model.train()
         for start in range(0, len(x), batch_size):
             model.forward(x[start:start + batch_size])

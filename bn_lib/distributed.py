@@ -93,19 +93,23 @@ def global_moments(x, allreduce_sum):
     - x: this process's slice, shape (m_r, C, ...); m_r may be 0
     - allreduce_sum: the collective (see the module docstring)
 
-    Returns ``(mean, var, count, centred)``: float64 arrays of shape (C,), the global
-    number of values per channel M (an int), and x - mean in the working dtype (x's, or
-    float32 for float16). Chapter 10, `eq-10-mean` and `eq-10-var`: two rounds, so the
-    squares are taken around the global mean.
+    Returns ``(mean, var, count, centred)``: float64 arrays of shape (C,), the
+    global number of values per channel M (an int), and x - mean in the
+    working dtype (x's, or float32 for float16). Chapter 10, `eq-10-mean` and
+    `eq-10-var`: two rounds, so the squares are taken around the global mean.
     """
     xw = x.astype(working_dtype(x.dtype), copy=False)
     local_count = x.size // x.shape[1]
-    totals = _reduce(allreduce_sum, np.append(channel_sum(xw), local_count))  # round 1
+    # round 1
+    totals = _reduce(allreduce_sum, np.append(channel_sum(xw), local_count))
     count = int(round(totals[-1]))
-    check_values_per_channel(count, f"{x.shape} here, {count} values per channel in all")
+    check_values_per_channel(
+        count, f"{x.shape} here, {count} values per channel in all"
+    )
     mean = totals[:-1] / count  # eq-10-mean
     centred = xw - per_channel(mean, xw)
-    var = _reduce(allreduce_sum, channel_dot(centred, centred)) / count  # round 2, eq-10-var
+    # round 2, eq-10-var
+    var = _reduce(allreduce_sum, channel_dot(centred, centred)) / count
     return mean, var, count, centred
 
 
@@ -135,18 +139,21 @@ def sync_batch_norm_forward(x, gamma, beta, allreduce_sum, eps=1e-5):
 
 
 def sync_batch_norm_backward(dy, cache, allreduce_sum):
-    """Gradients of synchronized BN for this process's slice (chapter 10, `eq-10-dx`).
+    """Gradients of synchronized BN for this process's slice (chapter 10,
+    `eq-10-dx`).
 
     Inputs:
-    - dy: shape (m_r, C, ...), the gradient of the loss with respect to this slice's y
+    - dy: shape (m_r, C, ...), the gradient of the loss with respect to this
+      slice's y
     - cache: from :func:`sync_batch_norm_forward`
     - allreduce_sum: the collective, called once with 2C floats
 
-    Returns ``(dx, dgamma, dbeta)``. dx is this slice's part of the gradient with respect
-    to the global batch. dgamma and dbeta are this process's *contributions* (sums over its
-    own slice), as in ``torch.nn.SyncBatchNorm``: their sum over processes is the global
-    gradient, and a data-parallel wrapper's gradient all-reduce (which averages) does the
-    rest, like it does for every other parameter.
+    Returns ``(dx, dgamma, dbeta)``. dx is this slice's part of the gradient
+    with respect to the global batch. dgamma and dbeta are this process's
+    *contributions* (sums over its own slice), as in
+    ``torch.nn.SyncBatchNorm``: their sum over processes is the global
+    gradient, and a data-parallel wrapper's gradient all-reduce (which
+    averages) does the rest, like it does for every other parameter.
     """
     if not isinstance(cache, BatchNormCache) or (
             cache.training and not isinstance(cache, SyncBatchNormCache)):
@@ -158,10 +165,12 @@ def sync_batch_norm_backward(dy, cache, allreduce_sum):
     dy = dy.astype(cache.centred.dtype, copy=False)
     num_channels = dy.shape[1]
     dbeta = channel_sum(dy)  # this slice's sum(dy)
-    dgamma = channel_dot(dy, cache.centred) * cache.inv_std  # this slice's sum(dy * x_hat)
+    # this slice's sum(dy * x_hat)
+    dgamma = channel_dot(dy, cache.centred) * cache.inv_std
     sums = _reduce(allreduce_sum, np.concatenate([dbeta, dgamma]))  # eq-10-sums
     sum_dy, sum_dy_x_hat = sums[:num_channels], sums[num_channels:]
-    dx = input_gradient(dy, cache, sum_dy, sum_dy_x_hat, cache.count)  # eq-10-dx
+    # eq-10-dx, with the global sums and count
+    dx = input_gradient(dy, cache, sum_dy, sum_dy_x_hat, cache.count)
     return (dx.astype(cache.dtype, copy=False), dgamma.astype(cache.dtype),
             dbeta.astype(cache.dtype))
 

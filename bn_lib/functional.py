@@ -55,25 +55,31 @@ def working_dtype(dtype):
 
 
 def channel_sum(a):
-    """Sum over every axis but 1: (N, C, ...) -> float64 (C,) (`eq-02-mean`, `eq-03-dbeta`).
+    """Sum over every axis but 1: (N, C, ...) -> float64 (C,) (`eq-02-mean`,
+    `eq-03-dbeta`).
 
-    Accurate where it matters, at no cost to the formulas that call it: the values of a
-    channel are first summed within each sample (a contiguous row, which NumPy sums
-    pairwise) or, where those rows are short, down the columns of (N, C * L) within groups
-    of 8 samples; the partial sums are then added in float64. So the rounding error of
-    float32 input does not grow with the batch, where a float32 column sum of 65,536
-    values with mean 1e4 misses the mean by thousands of units in its last place.
+    Accurate where it matters, at no cost to the formulas that call it: the
+    values of a channel are first summed within each sample (a contiguous row,
+    which NumPy sums pairwise) or, where those rows are short, down the columns
+    of (N, C * L) within groups of 8 samples; the partial sums are then added
+    in float64. So the rounding error of float32 input does not grow with the
+    batch, where a float32 column sum of 65,536 values with mean 1e4 misses the
+    mean by thousands of units in its last place.
     """
     n, c = a.shape[0], a.shape[1]
-    length = math.prod(a.shape[2:])  # values per sample and channel: 1 for (N, C)
+    # values per sample and channel: 1 for (N, C)
+    length = math.prod(a.shape[2:])
     partial_dtype = np.result_type(a.dtype, np.float32)
     if length >= 64:  # long rows: one partial sum per sample and channel
         rows = a.reshape(n, c, length)
-        return rows.sum(axis=2, dtype=partial_dtype).sum(axis=0, dtype=np.float64)
+        per_sample = rows.sum(axis=2, dtype=partial_dtype)
+        return per_sample.sum(axis=0, dtype=np.float64)
     columns = a.reshape(n, c * length)
     whole = n - n % 8
-    groups = columns[:whole].reshape(whole // 8, 8, c * length).sum(axis=1, dtype=partial_dtype)
-    total = groups.sum(axis=0, dtype=np.float64) + columns[whole:].sum(axis=0, dtype=np.float64)
+    groups = columns[:whole].reshape(whole // 8, 8, c * length)
+    group_sums = groups.sum(axis=1, dtype=partial_dtype)
+    rest = columns[whole:].sum(axis=0, dtype=np.float64)
+    total = group_sums.sum(axis=0, dtype=np.float64) + rest
     return total.reshape(c, length).sum(axis=1)
 
 
@@ -110,14 +116,16 @@ class BatchNormCache:
 
 
 def batch_statistics(x):
-    """Mean, biased variance and centred values of a training batch (the one statistics
-    path of bn_lib's BatchNorm, BatchRenorm, LayerNorm and GroupNorm; SyncBatchNorm's
-    ``global_moments`` is its counterpart across processes).
+    """Mean, biased variance and centred values of a training batch (the one
+    statistics path of bn_lib's BatchNorm, BatchRenorm, LayerNorm and
+    GroupNorm; SyncBatchNorm's ``global_moments`` is its counterpart across
+    processes).
 
-    Input ``x`` of shape (N, C, ...). Returns ``(mean, var, centred)``: float64 (C,)
-    vectors and x - mean in the working dtype. Two passes, the mean first, then the
-    variance of the centred values: the one-pass E[x^2] - E[x]^2 would lose float32's
-    precision to cancellation when the mean is large compared with the spread.
+    Input ``x`` of shape (N, C, ...). Returns ``(mean, var, centred)``:
+    float64 (C,) vectors and x - mean in the working dtype. Two passes, the
+    mean first, then the variance of the centred values: the one-pass
+    E[x^2] - E[x]^2 would lose float32's precision to cancellation when the
+    mean is large compared with the spread.
     """
     m = x.size // x.shape[1]
     check_values_per_channel(m, x.shape)
@@ -129,8 +137,9 @@ def batch_statistics(x):
 
 
 def normalize(centred, mean, var, gamma, beta, eps, dtype, training):
-    """y = gamma * (x - mean) * inv_std + beta, and the cache for the backward pass: the
-    step shared by every forward pass (`eq-02-normalize`, `eq-02-scale-shift`)."""
+    """y = gamma * (x - mean) * inv_std + beta, and the cache for the backward
+    pass: the step shared by every forward pass (`eq-02-normalize`,
+    `eq-02-scale-shift`)."""
     inv_std = 1.0 / np.sqrt(var + eps)
     y = centred * per_channel(gamma * inv_std, centred)
     y += per_channel(beta, centred)
@@ -139,33 +148,36 @@ def normalize(centred, mean, var, gamma, beta, eps, dtype, training):
 
 
 def batch_norm_forward(x, gamma, beta, eps=1e-5):
-    """Training-mode Batch Normalization: normalize with the batch's own statistics.
+    """Training-mode Batch Normalization: normalize with the batch's own
+    statistics.
 
     Inputs: ``x`` of shape (N, C, ...), ``gamma`` and ``beta`` of shape (C,).
     Returns ``(y, cache)``: ``y`` has x's shape and dtype; ``cache`` feeds
-    :func:`batch_norm_backward` and carries the batch mean and biased variance, which the
-    layer turns into running statistics (chapter 04).
+    :func:`batch_norm_backward` and carries the batch mean and biased variance,
+    which the layer turns into running statistics (chapter 04).
 
-    ``eps`` must be positive, as in PyTorch: with eps = 0 a constant channel (variance 0)
-    would normalize to 0/0 = NaN (chapter 02 discusses eps).
+    ``eps`` must be positive, as in PyTorch: with eps = 0 a constant channel
+    (variance 0) would normalize to 0/0 = NaN (chapter 02 discusses eps).
     """
     x = check_input(x)
     eps = check_eps(eps, training=True)
     gamma = check_channel_vector(gamma, "gamma", x.shape[1]).copy()
     beta = check_channel_vector(beta, "beta", x.shape[1])
     mean, var, centred = batch_statistics(x)  # eq-02-mean, eq-02-var
-    return normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=True)
+    return normalize(centred, mean, var, gamma, beta, eps, x.dtype,
+                     training=True)
 
 
 def batch_norm_inference(x, running_mean, running_var, gamma, beta, eps=1e-5):
-    """Eval-mode Batch Normalization: the statistics are fixed vectors (chapter 04,
-    `eq-04-infer`).
+    """Eval-mode Batch Normalization: the statistics are fixed vectors
+    (chapter 04, `eq-04-infer`).
 
-    Inputs: ``x`` of shape (N, C, ...); ``running_mean``, ``running_var``, ``gamma`` and
-    ``beta`` of shape (C,). Returns ``(y, cache)`` like :func:`batch_norm_forward`; the
-    cache's ``training`` is False, so the backward pass treats the statistics as
-    constants. Per channel it is one affine map, y = gamma * inv_std * (x - mean) + beta,
-    which is why it can be folded into the layer before it (`eq-04-fold`).
+    Inputs: ``x`` of shape (N, C, ...); ``running_mean``, ``running_var``,
+    ``gamma`` and ``beta`` of shape (C,). Returns ``(y, cache)`` like
+    :func:`batch_norm_forward`; the cache's ``training`` is False, so the
+    backward pass treats the statistics as constants. Per channel it is one
+    affine map, y = gamma * inv_std * (x - mean) + beta, which is why it can be
+    folded into the layer before it (`eq-04-fold`).
     """
     x = check_input(x)
     eps = check_eps(eps, training=False)
@@ -176,28 +188,32 @@ def batch_norm_inference(x, running_mean, running_var, gamma, beta, eps=1e-5):
     beta = check_channel_vector(beta, "beta", c)
     xw = x.astype(working_dtype(x.dtype), copy=False)
     centred = xw - per_channel(mean, xw)
-    return normalize(centred, mean, var, gamma, beta, eps, x.dtype, training=False)
+    return normalize(centred, mean, var, gamma, beta, eps, x.dtype,
+                     training=False)
 
 
 def batch_norm_backward(dy, cache):
     """Gradients of Batch Normalization (chapter 03).
 
-    Inputs: ``dy``, the gradient of the loss with respect to y, of the forward input's
-    shape; ``cache`` from :func:`batch_norm_forward` or :func:`batch_norm_inference`.
-    Returns ``(dx, dgamma, dbeta)``: dx of x's shape and dtype, dgamma and dbeta of shape
-    (C,). In training mode dx is the compact formula `eq-03-dx`; in eval mode (constant
-    statistics) simply dy * gamma * inv_std.
+    Inputs: ``dy``, the gradient of the loss with respect to y, of the forward
+    input's shape; ``cache`` from :func:`batch_norm_forward` or
+    :func:`batch_norm_inference`. Returns ``(dx, dgamma, dbeta)``: dx of x's
+    shape and dtype, dgamma and dbeta of shape (C,). In training mode dx is the
+    compact formula `eq-03-dx`; in eval mode (constant statistics) simply
+    dy * gamma * inv_std.
     """
     if not isinstance(cache, BatchNormCache):
         raise TypeError(
-            "cache must be the BatchNormCache returned by batch_norm_forward or "
-            f"batch_norm_inference, got {type(cache).__name__}"
+            "cache must be the BatchNormCache returned by batch_norm_forward "
+            f"or batch_norm_inference, got {type(cache).__name__}"
         )
-    dy = check_dy(dy, cache.centred.shape).astype(cache.centred.dtype, copy=False)
+    dy = check_dy(dy, cache.centred.shape)
+    dy = dy.astype(cache.centred.dtype, copy=False)
     m = dy.size // dy.shape[1]
 
     dbeta = channel_sum(dy)  # eq-03-dbeta
-    dgamma = channel_dot(dy, cache.centred) * cache.inv_std  # eq-03-dgamma: sum(dy * x_hat)
+    # eq-03-dgamma: sum(dy * x_hat), with inv_std taken out of the sum
+    dgamma = channel_dot(dy, cache.centred) * cache.inv_std
     if cache.training:
         dx = input_gradient(dy, cache, dbeta, dgamma, m)
     else:
@@ -207,16 +223,17 @@ def batch_norm_backward(dy, cache):
 
 
 def input_gradient(dy, cache, sum_dy, sum_dy_x_hat, m):
-    """Training-mode dx of `eq-03-dx` from the per-channel sums of dy and dy * x_hat over
-    the m values of each channel. Shared with the synchronized backward pass (chapter 10,
-    `eq-10-dx`), whose sums and m are those of the global batch.
+    """Training-mode dx of `eq-03-dx` from the per-channel sums of dy and
+    dy * x_hat over the m values of each channel. Shared with the synchronized
+    backward pass (chapter 10, `eq-10-dx`), whose sums and m are those of the
+    global batch.
 
         dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))
     """
     centred, inv_std = cache.centred, cache.inv_std
-    # built in place in one array; x_hat = centred * inv_std, so inv_std joins the
-    # per-channel factor of the last term
-    dx = centred * per_channel(-inv_std * sum_dy_x_hat / m, dy)  # -x_hat * mean(dy * x_hat)
+    # built in place in one array, last term first: -x_hat * mean(dy * x_hat);
+    # x_hat = centred * inv_std, so inv_std joins that term's per-channel factor
+    dx = centred * per_channel(-inv_std * sum_dy_x_hat / m, dy)
     dx += dy
     dx -= per_channel(sum_dy / m, dy)  # - mean(dy)
     dx *= per_channel(cache.gamma * inv_std, dy)

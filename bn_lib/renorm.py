@@ -82,8 +82,8 @@ class BatchRenorm(BatchNorm):
                              self.warmup_steps, self.ramp_steps)
 
     def forward(self, x):
-        """(N, C, ...) -> (N, C, ...): `eq-09-renorm` in training mode, the running
-        statistics in eval mode."""
+        """(N, C, ...) -> (N, C, ...): `eq-09-renorm` in training mode, the
+        running statistics in eval mode."""
         if not self.training:
             return super().forward(x)
         # every check before any state changes
@@ -97,13 +97,14 @@ class BatchRenorm(BatchNorm):
         # eq-09-renorm, with the limits of this step (eq-09-schedule)
         r_max, d_max = self.limits()
         sigma_batch = np.sqrt(var + eps)
-        sigma = np.sqrt(self.running_var + eps)  # the statistics eval mode will use
+        # the statistics eval mode will use
+        sigma = np.sqrt(self.running_var + eps)
         r = np.clip(sigma_batch / sigma, 1.0 / r_max, r_max)
         d = np.clip((mean - self.running_mean) / sigma, -d_max, d_max)
 
-        # BN with gamma' = gamma * r and beta' = gamma * d + beta (r, d constants)
-        y, self.cache = normalize(centred, mean, var, gamma * r, gamma * d + beta, eps,
-                                  x.dtype, training=True)
+        # BN with gamma' = gamma * r, beta' = gamma * d + beta (r, d constants)
+        y, self.cache = normalize(centred, mean, var, gamma * r,
+                                  gamma * d + beta, eps, x.dtype, training=True)
         self.r, self.d = r, d
         self.update_running_stats(m=x.size // self.num_features)
         return y

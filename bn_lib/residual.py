@@ -18,8 +18,9 @@ __all__ = ["Residual", "residual_mlp"]
 
 
 class Residual(Module):
-    """``y = x + branch(x)`` for a ``branch`` that keeps the shape; the gradient is
-    ``dx = dy + branch.backward(dy)`` (chapter 08, `eq-08-residual`)."""
+    """``y = x + branch(x)`` for a ``branch`` that keeps the shape; the
+    gradient is ``dx = dy + branch.backward(dy)`` (chapter 08,
+    `eq-08-residual`)."""
 
     def __init__(self, branch):
         super().__init__()
@@ -38,8 +39,8 @@ class Residual(Module):
     def forward(self, x):
         out = self.branch.forward(x)
         if out.shape != np.shape(x):
-            raise ValueError(f"the residual branch changed the shape {np.shape(x)} "
-                             f"to {out.shape}")
+            raise ValueError("the residual branch changed the shape "
+                             f"{np.shape(x)} to {out.shape}")
         return x + out
 
     def backward(self, dy):

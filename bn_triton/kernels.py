@@ -67,19 +67,21 @@ def _rows(N, rows_per_program):
 def stats_kernel(x_ptr, part_mean_ptr, part_m2_ptr, N, C, rows_per_program,
                  L: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
                  BLOCK_L: tl.constexpr):
-    """Pass 1 of the forward: each program's mean and M2 per channel (`eq-02-mean`,
-    `eq-02-var`).
+    """Pass 1 of the forward: each program's mean and M2 per channel
+    (`eq-02-mean`, `eq-02-var`).
 
-    Writes part_mean[p, c] and part_m2[p, c] (float32, shape (P, C)) for the program p
-    of grid axis 1; the count of values behind them, rows * L, follows from p.
+    Writes part_mean[p, c] and part_m2[p, c] (float32, shape (P, C)) for the
+    program p of grid axis 1; the count of values behind them, rows * L,
+    follows from p.
     """
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     start, stop = _rows(N, rows_per_program)
-    # K: the mean of the first tile, a shift close to the data (see the module docstring)
+    # K, a shift close to the data: the first tile's mean (module docstring)
     ptrs, mask = _tile(x_ptr, start, stop, c, 0, C, L, BLOCK_N, BLOCK_L)
     first = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     shift = _sum_tile(first) / tl.maximum(_sum_tile(mask.to(tl.float32)), 1.0)
-    # per-lane running sums of (x - K) and (x - K)^2, reduced across lanes once at the end
+    # per-lane running sums of (x - K) and (x - K)^2,
+    # reduced across lanes once at the end
     acc = tl.zeros((BLOCK_N, BLOCK_C, BLOCK_L), dtype=tl.float32)
     acc_sq = tl.zeros((BLOCK_N, BLOCK_C, BLOCK_L), dtype=tl.float32)
     for n0 in range(start, stop, BLOCK_N):
@@ -101,8 +103,11 @@ def stats_kernel(x_ptr, part_mean_ptr, part_m2_ptr, N, C, rows_per_program,
 @triton.jit
 def _merge_stats(part_mean_ptr, part_m2_ptr, c, N, C, rows_per_program, P, m,
                  L: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Merge the P partial (count, mean, M2) of channels c into the batch mean and the
-    biased variance (Chan, Golub and LeVeque): M2 = sum M2_p + sum n_p (mean_p - mean)^2."""
+    """Merge the P partial (count, mean, M2) of channels c into the batch mean
+    and the biased variance (Chan, Golub and LeVeque):
+
+        M2 = sum M2_p + sum n_p (mean_p - mean)^2
+    """
     p = tl.arange(0, BLOCK_P)
     rows = tl.minimum(tl.maximum(N - p * rows_per_program, 0), rows_per_program)
     count_p = (rows * L).to(tl.float32)[:, None]
@@ -192,15 +197,15 @@ def grad_sums_kernel(dy_ptr, x_ptr, mean_ptr, part_dy_ptr, part_dy_xc_ptr,
 def grad_input_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, inv_std_ptr, gamma_ptr,
                       part_dy_ptr, part_dy_xc_ptr, dgamma_ptr, dbeta_ptr,
                       N, C, rows_per_program, P, m, L: tl.constexpr,
-                      BLOCK_N: tl.constexpr,
-                      BLOCK_C: tl.constexpr, BLOCK_L: tl.constexpr,
-                      BLOCK_P: tl.constexpr):
+                      BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+                      BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr):
     """Pass 2 of the backward: dx by the compact formula `eq-03-dx`,
 
         dx = gamma * inv_std * (dy - dbeta / m - x_hat * dgamma / m),
         x_hat = (x - mean) * inv_std,
 
-    after adding up the partial sums of its channels (row group 0 stores dgamma, dbeta).
+    after adding up the partial sums of its channels (row group 0 stores
+    dgamma and dbeta).
     """
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     p = tl.arange(0, BLOCK_P)
@@ -213,11 +218,14 @@ def grad_input_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, inv_std_ptr, gamma_ptr,
     gamma = tl.load(gamma_ptr + c, mask=c < C, other=0.0).to(tl.float32)
     dgamma = dy_xc * inv_std
     if tl.program_id(1) == 0:
-        tl.store(dgamma_ptr + c, dgamma.to(dgamma_ptr.dtype.element_ty), mask=c < C)
-        tl.store(dbeta_ptr + c, dbeta.to(dbeta_ptr.dtype.element_ty), mask=c < C)
+        tl.store(dgamma_ptr + c, dgamma.to(dgamma_ptr.dtype.element_ty),
+                 mask=c < C)
+        tl.store(dbeta_ptr + c, dbeta.to(dbeta_ptr.dtype.element_ty),
+                 mask=c < C)
     scale = gamma * inv_std
     mean_dy = dbeta / m
-    # x_hat * dgamma / m, written for (x - mean) so that mean never cancels against x
+    # x_hat * dgamma / m, written for (x - mean)
+    # so that mean never cancels against x
     slope = scale * inv_std * (dgamma / m)
     start, stop = _rows(N, rows_per_program)
     for n0 in range(start, stop, BLOCK_N):
