@@ -1,7 +1,8 @@
 """The claim map: every claim of the seed notes, its verdict and the sections that answer it.
 
 One file holds it, ``chapters/data/claims.yml``; two directives render it, so the preface
-and the Korean page cannot disagree:
+and the Korean page cannot disagree on a verdict or a section (the findings are written in
+each language):
 
 - ``{claim-map} en``: the preface's table, one row per claim, with the notes that make it;
 - ``{claim-map} ko`` with ``:note: 000``: the Korean page's table for one note, one row per
@@ -101,8 +102,9 @@ def claim_notes(data: dict, claim_id: str) -> list:
 
 
 def claim_verdict(data: dict, claim_id: str) -> str:
-    """The verdict of a claim from those of its quotes: theirs when they agree; holds at
-    this scale when some hold only at this scale; otherwise partly."""
+    """The verdict of a claim from those of its quotes, questions (``answered``) set aside
+    unless there is nothing else: theirs when they agree; holds at this scale when each
+    holds and some only at this scale; otherwise partly."""
     found = {quote["verdict"] for quote in quotes_of(data, claim_id)}
     found = found - {QUESTION} or found
     if len(found) == 1:
