@@ -258,12 +258,15 @@ def test_all_gather_and_chans_merge_agree_with_the_two_rounds(launched):
 
 
 def test_torch_sync_batchnorm_still_refuses_cpu_tensors(launched):
-    # Chapter 10 builds its own synchronized BN because PyTorch's refuses the CPU. If this
-    # fails, PyTorch has changed: compare against torch.nn.SyncBatchNorm directly here
-    # and update chapter 10's text.
+    # Chapter 10 compares its synchronized BN with BN on the concatenated batch because
+    # PyTorch's SyncBatchNorm refuses to synchronize CPU tensors: in training mode inside a
+    # process group it raises (in eval mode, or outside a group, it runs as plain BN). If this
+    # fails, PyTorch has changed: compare against torch.nn.SyncBatchNorm directly here and
+    # update chapter 10's text.
     assert launched["results"][0]["backend"] == "gloo"
     message = launched["results"][0]["torch SyncBatchNorm on CPU"]
-    assert message is not None, "torch.nn.SyncBatchNorm now runs on CPU tensors"
+    assert message is not None, (
+        "torch.nn.SyncBatchNorm now synchronizes CPU tensors (training mode, in a process group)")
     assert "GPU" in message, message
 
 
