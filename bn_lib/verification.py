@@ -1,6 +1,6 @@
 """The parity run of chapter 07: every check of Batch Normalization against PyTorch, over
-shapes and dtypes, on any device; and the formula as separate torch operations (the
-"composed" version that chapter 07 times on a GPU).
+shapes and dtypes, on the CPU or a CUDA GPU; and the formula as separate torch operations
+(the "composed" version that chapter 07 times beside PyTorch's fused kernel).
 
 Built on the oracle of :mod:`bn_lib.testing` (conversions, :func:`~bn_lib.testing.compare`
 and its tolerance table); ``python -m tools.verify`` records what it returns. torch is

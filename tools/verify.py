@@ -1,4 +1,4 @@
-"""Re-verify bn_lib against PyTorch on any device and write the report (chapter 07).
+"""Re-verify bn_lib against PyTorch on the CPU or a CUDA GPU; write the report (chapter 07).
 
 Command line, from the repository root::
 
