@@ -35,7 +35,7 @@ help:
 	@echo "make bench       speed and memory of bn_lib against PyTorch (CPU)"
 	@echo "make verify-gpu  re-verify bn_lib against PyTorch on DEVICE (default cuda)"
 	@echo "make grade       grade your assignments in $(WORK) (A=03 for one)"
-	@echo "make student     write the blank assignments from assignments/source"
+	@echo "make student     set-up cells, then the blank assignments from assignments/source"
 	@echo "make course-check  sources full marks, blanks not attempted, mutants caught"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -82,7 +82,9 @@ book-check: setup
 grade: setup
 	$(SINGLE_THREAD) $(BIN)/python -m bn_course.grade --work $(WORK) $(if $(A),--assignment $(A))
 
+# The assignments' Colab set-up cell (tools/setup_cell.py), then the blanks from the sources.
 student: setup
+	$(BIN)/python -m tools.setup_cell --assignments
 	$(BIN)/python -m bn_course.make_student
 
 # Sources at full marks and strict nbval; blanks all "not attempted", run top to bottom

@@ -11,7 +11,10 @@ It checks, and exits 1 on the first kind of problem it reports:
 * every blank (``assignments/NN_topic.ipynb``) scores "not attempted" in every test: a
   blank that passes a test means the test is too weak;
 * every known-wrong implementation in ``assignments/tests/mutants/`` fails the test it
-  names (``MUST_FAIL``), while every task it does not touch keeps full marks;
+  names (``MUST_FAIL``), while every task it does not touch keeps full marks (a mutant
+  is run as one more cell after the source's answer cells, in the same child process);
+* every graded test file declares ``BN_LIB_NOT_ALLOWED`` and names only real bn_lib
+  objects there;
 * the committed blanks equal a fresh ``make student``, and no solution line survives in
   them (``bn_course.make_student --check``).
 
@@ -36,8 +39,12 @@ from bn_course.grade import (
     PASSED,
     SOURCES,
     TESTS,
-    Submission,
     assignments,
+    check_not_allowed,
+    collect_tests,
+    grade_notebook,
+    not_allowed,
+    open_notebook,
     run_tests,
 )
 
@@ -93,9 +100,7 @@ def mutant_catalogue():
     for path in sorted(MUTANTS.glob("[0-9][0-9]_*.py")):
         module = ast.parse(path.read_text())
         doc = " ".join((ast.get_docstring(module) or "").split())
-        must_fail = next(n.value.value for n in module.body if isinstance(n, ast.Assign)
-                         and any(getattr(t, "id", None) == "MUST_FAIL" for t in n.targets))
-        file_name, _, test = must_fail.partition("::")
+        file_name, _, test = must_fail(path).partition("::")
         function = test.split("[")[0]
         rows.append({"mutant": path.stem, "mistake": doc.split(". ")[0].rstrip("."),
                      "must_fail": test, "task": test_tasks(TESTS / file_name).get(function)})
@@ -117,24 +122,45 @@ def check_points(source, report):
     return problems
 
 
-def load_mutant(path, base):
-    """The solution's namespace with the mutant's functions put in place of the right ones."""
-    namespace = dict(base.namespace)
-    code = compile(path.read_text(), str(path), "exec")
-    exec(code, namespace)
-    must_fail = namespace.get("MUST_FAIL")
-    if not must_fail:
-        raise ValueError(f"{path.name} names no test in MUST_FAIL")
-    return Submission(namespace, origin=path.name), must_fail
+def check_declarations():
+    """Each graded test file declares BN_LIB_NOT_ALLOWED, naming real bn_lib objects."""
+    problems = []
+    for path in sorted(TESTS.glob("test_[0-9][0-9]_*.py")):
+        if not any(isinstance(n, ast.Assign) and any(
+                getattr(t, "id", None) == "BN_LIB_NOT_ALLOWED" for t in n.targets)
+                for n in ast.parse(path.read_text()).body):
+            problems.append(f"{path.name} declares no BN_LIB_NOT_ALLOWED")
+            continue
+        try:
+            check_not_allowed(not_allowed([path]))
+        except ValueError as error:
+            problems.append(f"{path.name}: {error}")
+    return problems
+
+
+def load_mutant(path, source):
+    """The source notebook (a path, or a submission of it) with the mutant run as one more
+    cell after its answer cells, and the test the mutant must fail."""
+    source = getattr(source, "path", source)
+    cell = (f"mutant {Path(path).stem}", Path(path).read_text())
+    return open_notebook(source, extra_cells=[cell]), must_fail(path)
+
+
+def must_fail(path):
+    """The test a mutant must fail (its ``MUST_FAIL``), read without running it."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+                getattr(t, "id", None) == "MUST_FAIL" for t in node.targets):
+            return node.value.value
+    raise ValueError(f"{path.name} names no test in MUST_FAIL")
 
 
 def main():
-    problems, lines = [], []
-    solutions, all_tasks = {}, set()
+    problems, lines = check_declarations(), []
+    sources, all_tasks = {}, set()
     for key, name in assignments().items():
-        source = SOURCES / f"{name}.ipynb"
-        solutions[key] = Submission.from_notebook(source)
-        report = run_tests(name, solutions[key])
+        source = sources[key] = SOURCES / f"{name}.ipynb"
+        report = grade_notebook(source)
         if not report.full_marks:
             problems += [f"source {name}: {r.test} {r.outcome}: {r.message}"
                          for r in report.results if r.outcome != PASSED]
@@ -143,8 +169,7 @@ def main():
         for task, (passed, total) in report.task_scores().items():
             lines.append(f"{name}  {task}: source {passed}/{total} tests passed")
 
-        blank = Submission.from_notebook(ASSIGNMENTS / f"{name}.ipynb")
-        blank_report = run_tests(name, blank)
+        blank_report = grade_notebook(ASSIGNMENTS / f"{name}.ipynb")
         attempted = [r for r in blank_report.results if r.outcome != NOT_ATTEMPTED]
         problems += [f"blank {name}: {r.test} is {r.outcome}, not 'not attempted'"
                      + (f" ({r.message})" if r.message else "") for r in attempted]
@@ -155,17 +180,18 @@ def main():
     per_task = {}
     for path in mutants:
         key = path.name[:2]
-        submission, must_fail = load_mutant(path, solutions[key])
-        report = run_tests(assignments()[key], submission)
+        submission, target_test = load_mutant(path, sources[key])
+        with submission:
+            report = run_tests(sources[key].stem, submission, expected=collect_tests(key))
         by_test = {r.test: r for r in report.results}
-        file_name, _, test = must_fail.partition("::")
+        file_name, _, test = target_test.partition("::")
         target = by_test.get(test)
         if target is None or not file_name.startswith(f"test_{key}_"):
-            problems.append(f"mutant {path.name}: no test {must_fail}")
+            problems.append(f"mutant {path.name}: no test {target_test}")
             continue
         per_task[target.task] = per_task.get(target.task, 0) + 1
         if target.outcome != FAILED:
-            problems.append(f"mutant {path.name}: {must_fail} is {target.outcome}, "
+            problems.append(f"mutant {path.name}: {target_test} is {target.outcome}, "
                             "it must fail")
         spill = [r.test for r in report.results if r.task != target.task and r.outcome != PASSED]
         if spill:
@@ -185,7 +211,7 @@ def main():
         print(f"\ncourse check: {len(problems)} problem(s)")
         print("\n".join(f"  {p}" for p in problems))
         return 1
-    print(f"\ncourse check passed: {len(solutions)} sources at full marks, blanks not "
+    print(f"\ncourse check passed: {len(sources)} sources at full marks, blanks not "
           f"attempted, {len(mutants)} mutants caught, blanks up to date")
     return 0
 

@@ -1,13 +1,25 @@
 """Grade the course's assignments: the learner's one command, and the same call in a notebook.
 
-Command line (from the repository root; ``make grade`` and ``make grade A=03`` call it)::
+Command line (``make grade`` and ``make grade A=03`` call it from the repository root; it
+also runs from an installed wheel, in any folder)::
 
-    python -m bn_course.grade [--assignment 03] [--work assignments/work] [--results PATH]
+    python -m bn_course.grade [--assignment 03 ...] [--work FOLDER] [--results PATH]
 
-It grades the learner's copies in the working folder (copying in the blank of any
-assignment that is missing there), prints one table per assignment (each test passed,
-failed with a message that says what differs, or not attempted), a score per task and per
-assignment, writes ``results.json`` and exits with status 1 below full marks.
+It grades the notebooks ``NN_*.ipynb`` in the working folder (in a checkout it copies in
+the blank of any assignment missing there), prints one table per assignment (each test
+passed, failed with a message that says what differs or what happened, or not
+attempted), a score per task and per assignment, always writes ``results.json`` (also
+when the grader itself fails: then it says so there) and exits with status 1 below full
+marks. The assignments are those of the graded tests shipped in ``bn_course/tests/``
+(``test_NN_*.py``), so a wheel installed anywhere (Colab) grades the same way.
+
+The grade of record runs each notebook's set-up and answer cells in a child process
+(:class:`bn_course.learner.NotebookSubmission`): learner code never runs in the grading
+process. The child withholds torch and the bn_lib objects the tests name in
+``BN_LIB_NOT_ALLOWED``; each cell has 10 s, each call 20 s and the whole notebook 60 s
+(``BN_COURSE_CELL_TIME_LIMIT``, ``BN_COURSE_CALL_TIME_LIMIT``,
+``BN_COURSE_NOTEBOOK_TIME_LIMIT``); every expected value is computed here, on the tests'
+own arrays.
 
 In a notebook::
 
@@ -15,16 +27,13 @@ In a notebook::
     report = grade("02", globals())                  # every task of assignment 02
     report = grade("02", globals(), task="forward")  # one task
 
-prints the same table from the functions defined in the running notebook and returns the
-report without raising (set ``BN_COURSE_STRICT=1`` to make it raise below full marks, as
-nbgrader's autograder needs).
+prints the same table from the functions defined in the running kernel, called in the
+kernel itself: quick feedback, not the grade of record (torch and bn_lib's answers are
+not withheld there). It returns the report without raising (set ``BN_COURSE_STRICT=1``
+to make it raise below full marks, as nbgrader's autograder needs).
 
-How a notebook is graded: its set-up cell (the imports) and its answer cells (nbgrader's
-``solution: true`` cells, named by their ``grade_id``, which is the task) are executed one
-by one in a fresh namespace, and the
-graded pytest tests in ``assignments/tests/test_NN_*.py`` call the functions they define.
 Tests written by an instructor in the folder named by ``BN_COURSE_PRIVATE_TESTS`` (files
-``test_NN_*.py``) are run as well. Nothing needs a network, Docker or a GPU.
+``test_NN_*.py``) run as well. Nothing needs a network, Docker or a GPU.
 """
 
 from __future__ import annotations
@@ -37,128 +46,88 @@ import os
 import shutil
 import signal
 import sys
-import threading
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import nbformat
 import pytest
 
-# the checkout this package sits in (an editable install): assignments/ is beside it
+from bn_course.learner import (
+    LearnerError,
+    NotAttempted,
+    NotebookSubmission,
+    Submission,
+    check_not_allowed,
+    not_allowed,
+    time_limit,
+)
+
+# what the tests and the course check use from here
+__all__ = ["NotAttempted", "Submission", "NotebookSubmission", "assignments", "resolve",
+           "graded_test_files", "open_notebook", "collect_tests", "run_tests", "grade",
+           "grade_notebook", "format_report", "main"]
+
+# in a checkout (an editable install) the assignments' notebooks sit beside this package
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = ROOT / "assignments"
 SOURCES = ASSIGNMENTS / "source"
+IN_CHECKOUT = SOURCES.is_dir()
 TESTS = Path(__file__).resolve().parent / "tests"  # installed with the package
-DEFAULT_WORK = ASSIGNMENTS / "work"
+DEFAULT_WORK = ASSIGNMENTS / "work" if IN_CHECKOUT else Path(".")
 PRIVATE_TESTS_VARIABLE = "BN_COURSE_PRIVATE_TESTS"
 STRICT_VARIABLE = "BN_COURSE_STRICT"
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
-TEST_TIME_LIMIT = 60  # seconds; every test takes well under one with a right answer
-
-
-class NotAttempted(Exception):
-    """The learner's function still raises the blank's ``NotImplementedError``."""
+TEST_TIME_LIMIT = 60  # seconds per test in the notebook's kernel (a right answer: well under 1)
 
 
 # ----------------------------------------------------------------------------- assignments
 
 
 def assignments():
-    """``{"02": "02_forward", ...}``: every assignment, from its source notebook's name."""
-    return {path.stem[:2]: path.stem for path in sorted(SOURCES.glob("[0-9][0-9]_*.ipynb"))}
+    """``{"02": "02_forward", ...}``: every assignment that has graded tests, named by its
+    source notebook in a checkout, by its number elsewhere."""
+    keys = sorted({path.name[5:7] for path in TESTS.glob("test_[0-9][0-9]_*.py")})
+    names = {}
+    for key in keys:
+        sources = sorted(SOURCES.glob(f"{key}_*.ipynb")) if IN_CHECKOUT else []
+        names[key] = sources[0].stem if sources else key
+    return names
 
 
 def resolve(assignment):
-    """The assignment's full name from "03", "3" or "03_backward", or a clear error."""
+    """The assignment's number, "03", from "03", "3" or "03_backward", or a clear error."""
     known = assignments()
     key = str(assignment).split("_")[0].zfill(2)
     if key not in known:
         raise ValueError(f"no assignment {assignment!r}; the assignments are "
                          f"{', '.join(known.values())}")
-    return known[key]
+    return key
 
 
-def answer_cells(notebook):
-    """The set-up cell (``grade_id`` "setup": the imports) and the nbgrader answer cells,
-    in the notebook's order, as ``(grade_id, source)`` pairs."""
-    cells = []
-    for cell in notebook.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
-            cells.append((meta.get("grade_id", f"cell {len(cells) + 1}"), cell.source))
-    return cells
-
-
-def graded_test_files(name, private_dir=None):
+def graded_test_files(assignment, private_dir=None):
     """The graded tests of one assignment: ours, then the instructor's private ones."""
-    files = sorted(TESTS.glob(f"test_{name[:2]}_*.py"))
+    key = resolve(assignment)
+    files = sorted(TESTS.glob(f"test_{key}_*.py"))
     private_dir = private_dir or os.environ.get(PRIVATE_TESTS_VARIABLE)
     if private_dir:
         folder = Path(private_dir)
         if not folder.is_dir():
             raise FileNotFoundError(f"{PRIVATE_TESTS_VARIABLE}={private_dir} is not a folder")
-        files += sorted(folder.glob(f"test_{name[:2]}_*.py"))
+        files += sorted(folder.glob(f"test_{key}_*.py"))
     return files
 
 
-# ----------------------------------------------------------------------------- submissions
+def open_notebook(path, private_dir=None, extra_cells=()):
+    """The notebook at ``path`` as a :class:`NotebookSubmission` of the assignment its name
+    starts with (the child process starts at the first call)."""
+    path = Path(path)
+    files = graded_test_files(path.stem, private_dir)
+    names = not_allowed(files)
+    check_not_allowed(names)
+    return NotebookSubmission(path, resolve(path.stem), files, extra_cells)
 
 
-class Submission:
-    """The learner's functions, and what went wrong while defining them.
-
-    Tests reach it as the ``learner`` fixture and call ``learner.call("name", *args)``.
-    """
-
-    def __init__(self, namespace=None, cell_errors=None, origin="the notebook"):
-        self.namespace = {} if namespace is None else namespace
-        self.cell_errors = list(cell_errors or [])  # what went wrong, one phrase each
-        self.origin = origin
-
-    @classmethod
-    def from_notebook(cls, path):
-        """Run the notebook's answer cells, each on its own, in one fresh namespace.
-
-        A cell that raises is recorded and the others still run, so one broken cell costs
-        only the functions it defines.
-        """
-        namespace = {"__name__": "submission"}
-        try:
-            notebook = nbformat.read(path, as_version=4)
-        except Exception as error:  # not JSON, not a notebook: every test fails, and says so
-            return cls(namespace, [f"the notebook cannot be read ({type(error).__name__})"],
-                       origin=str(path))
-        errors = []
-        for grade_id, source in answer_cells(notebook):
-            try:
-                code = compile(source, f"<answer cell {grade_id}>", "exec")
-                with contextlib.redirect_stdout(io.StringIO()), \
-                        contextlib.redirect_stderr(io.StringIO()):
-                    exec(code, namespace)
-            except Exception as error:  # the learner's code: anything can go wrong
-                errors.append(f"answer cell {grade_id!r} raised {type(error).__name__}: {error}")
-        return cls(namespace, errors, origin=str(path))
-
-    def function(self, name):
-        value = self.namespace.get(name)
-        if not callable(value):
-            broken = "; ".join(self.cell_errors)
-            raise AssertionError(f"{self.origin} defines no function {name!r}"
-                                 + (f" ({broken})" if broken else ""))
-        return value
-
-    def call(self, name, *args, **kwargs):
-        """Call the learner's ``name``; the blank's stub makes the test "not attempted"."""
-        function = self.function(name)
-        try:
-            return function(*args, **kwargs)
-        except NotImplementedError as error:
-            raise NotAttempted(f"{name}: {error}" if str(error) else name) from None
-
-
-# ----------------------------------------------------------------------------- running tests
+# ----------------------------------------------------------------------------- reports
 
 
 @dataclass
@@ -201,43 +170,17 @@ class Report:
                 "tests": [asdict(r) for r in self.results]}
 
 
-def _learner_location(tb):
-    """"in batchnorm_forward, line 7" for the deepest frame of the learner's code."""
-    where = None
-    for frame in traceback.extract_tb(tb):
-        if frame.filename.startswith("<answer cell") or frame.filename.startswith("<ipython"):
-            where = f"in {frame.name}, line {frame.lineno}"
-    return where
-
-
 def _message(excinfo):
     error = excinfo.value
+    if isinstance(error, LearnerError):  # the learner's function raised: already worded
+        return str(error)
     if isinstance(error, AssertionError):
         text = str(error).strip() or "an assertion failed"
         return text.splitlines()[0]
-    where = _learner_location(excinfo.tb)
-    text = f"{type(error).__name__}: {error}".splitlines()[0]
-    return f"crashed with {text}" + (f" ({where})" if where else "")
+    return f"crashed with {type(error).__name__}: {error}".splitlines()[0]
 
 
-@contextlib.contextmanager
-def _time_limit(seconds):
-    """Stop a test after ``seconds`` (an endless loop in an answer), where signals allow."""
-    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
-    if not usable:
-        yield
-        return
-
-    def stop(signum, frame):
-        raise TimeoutError(f"the test ran longer than {seconds} s: is there an endless loop?")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+# ----------------------------------------------------------------------------- running tests
 
 
 class _GradingPlugin:
@@ -247,6 +190,7 @@ class _GradingPlugin:
         self.submission = submission
         self.task = task
         self.results = []
+        self.collected = []  # (test, task) of every test selected, run or not
         self.collection_errors = []
 
     @pytest.fixture
@@ -258,12 +202,19 @@ class _GradingPlugin:
         marker = item.get_closest_marker("task")
         return marker.args[0] if marker else "other"
 
+    @staticmethod
+    def _name_of(item):
+        name = item.nodeid.split("::", 1)[-1]
+        path = Path(str(item.path))
+        return name if path.parent == TESTS else f"{path.name}::{name}"  # private: say so
+
     def pytest_configure(self, config):
         config.addinivalue_line("markers", "task(name): the graded task a test belongs to")
 
     def pytest_collection_modifyitems(self, config, items):
         if self.task is not None:
             items[:] = [item for item in items if self._task_of(item) == self.task]
+        self.collected = [(self._name_of(item), self._task_of(item)) for item in items]
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -271,7 +222,9 @@ class _GradingPlugin:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
-        with _time_limit(TEST_TIME_LIMIT):
+        # the child process has its own limits; the notebook's kernel needs this one
+        with time_limit(TEST_TIME_LIMIT) if self.submission.in_process \
+                else contextlib.nullcontext():
             yield
 
     @pytest.hookimpl(hookwrapper=True)
@@ -286,34 +239,62 @@ class _GradingPlugin:
             outcome, message = NOT_ATTEMPTED, str(call.excinfo.value)
         else:
             outcome, message = FAILED, _message(call.excinfo)
-        path = Path(str(item.path))
-        name = item.nodeid.split("::", 1)[-1]
-        if path.parent != TESTS:  # an instructor's private test: say so
-            name = f"{path.name}::{name}"
-        self.results.append(TestResult(name, self._task_of(item), outcome, message))
+        self.results.append(TestResult(self._name_of(item), self._task_of(item), outcome,
+                                        message))
 
 
-def run_tests(name, submission, task=None, private_dir=None):
-    """Run the graded tests of assignment ``name`` against ``submission``; a :class:`Report`."""
-    files = graded_test_files(name, private_dir)
-    if not files:
-        raise FileNotFoundError(f"no graded tests for {name} in {TESTS}")
-    # the tests import their shared helpers (course_helpers) from assignments/tests
+
+def _pytest(files, plugin, *extra):
+    # the tests import their shared helpers (course_helpers) from bn_course/tests
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
-    plugin = _GradingPlugin(submission, task)
     args = [str(f) for f in files] + ["-p", "no:cacheprovider", "-p", "no:randomly",
-                                      "--rootdir", str(ROOT), "-q", "-W", "ignore"]
+                                      "--rootdir", str(ROOT), "-q", "-W", "ignore", *extra]
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         status = pytest.main(args, plugins=[plugin])
+    return status, output.getvalue()
+
+
+_COLLECTED = {}  # test files -> their tests: collected once per process
+
+
+def collect_tests(assignment, private_dir=None):
+    """``[(test, task), ...]`` of an assignment, its test files imported without running
+    any: once imported they are not read again in this process, so learner code run
+    afterwards cannot change them."""
+    files = tuple(graded_test_files(assignment, private_dir))
+    if files not in _COLLECTED:
+        plugin = _GradingPlugin(Submission())
+        status, output = _pytest(files, plugin, "--collect-only")
+        if plugin.collection_errors or status not in (0, 5):
+            raise RuntimeError(f"the tests of {assignment} do not load:\n{output}")
+        _COLLECTED[files] = plugin.collected
+    return list(_COLLECTED[files])
+
+
+def run_tests(name, submission, task=None, private_dir=None, expected=None):
+    """Run the graded tests of assignment ``name`` against ``submission``; a :class:`Report`.
+
+    ``expected`` (from :func:`collect_tests`) lists the tests that must have run: any that
+    did not is reported failed, so a test that vanished can never raise the score.
+    """
+    files = graded_test_files(name, private_dir)
+    if not files:
+        raise FileNotFoundError(f"no graded tests for {name} in {TESTS}")
+    plugin = _GradingPlugin(submission, task)
+    status, output = _pytest(files, plugin)
     report = Report(name, plugin.results, task)
     for nodeid, error in plugin.collection_errors:
         report.results.append(TestResult(nodeid, "collection", FAILED,
                                          f"the test file did not load: {error.splitlines()[-1]}"))
+    ran = {r.test for r in report.results}
+    for test, test_task in expected or []:
+        if test not in ran and (task is None or test_task == task):
+            report.results.append(TestResult(test, test_task, FAILED, "the test did not run"))
     if status not in (0, 1) and not report.results:
         raise RuntimeError(f"pytest could not run the tests of {name} (status {status}):\n"
-                           + output.getvalue())
+                           + output)
     return report
 
 
@@ -338,13 +319,14 @@ def format_report(report, source=None):
 
 
 def grade(assignment, namespace, task=None):
-    """Grade the functions defined in a running notebook (pass ``globals()``).
+    """Grade the functions defined in a running notebook (pass ``globals()``): feedback,
+    in the kernel's own process (the grade of record runs the notebook file in a child).
 
     Prints the table and returns the :class:`Report`. It does not raise below full marks,
     so the notebook runs on; with ``BN_COURSE_STRICT=1`` it does (nbgrader's autograder
     scores a test cell by whether it raises).
     """
-    name = resolve(assignment)
+    name = assignments()[resolve(assignment)]
     report = run_tests(name, Submission(namespace, origin="this notebook"), task=task)
     print(format_report(report))
     if os.environ.get(STRICT_VARIABLE) == "1" and not report.full_marks:
@@ -352,45 +334,99 @@ def grade(assignment, namespace, task=None):
     return report
 
 
-def grade_notebook(path, task=None, private_dir=None):
-    """Grade a notebook file; returns the :class:`Report`."""
+def grade_notebook(path, task=None, private_dir=None, extra_cells=()):
+    """Grade a notebook file, its code run in a child process; returns the :class:`Report`."""
     path = Path(path)
-    return run_tests(resolve(path.stem), Submission.from_notebook(path), task, private_dir)
+    expected = collect_tests(path.stem, private_dir)
+    with open_notebook(path, private_dir, extra_cells) as submission:
+        return run_tests(path.stem, submission, task, private_dir, expected)
 
 
-def prepare_work(work, names):
-    """Create the working folder, copying in the blank of each assignment it lacks."""
+def find_notebooks(work, keys):
+    """``{key: notebook}`` in the working folder; in a checkout the blank of an assignment
+    missing there is copied in first. A key without a notebook maps to None."""
     work.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        if not (work / f"{name}.ipynb").exists():
-            shutil.copy(ASSIGNMENTS / f"{name}.ipynb", work / f"{name}.ipynb")
-            print(f"copied the blank {name}.ipynb into {work}")
+    found = {}
+    for key in keys:
+        candidates = sorted(work.glob(f"{key}_*.ipynb"))
+        blanks = sorted(ASSIGNMENTS.glob(f"{key}_*.ipynb")) if IN_CHECKOUT else []
+        if not candidates and blanks:
+            shutil.copy(blanks[0], work / blanks[0].name)
+            print(f"copied the blank {blanks[0].name} into {work}")
+            candidates = [work / blanks[0].name]
+        preferred = [c for c in candidates if blanks and c.name == blanks[0].name]
+        found[key] = (preferred or candidates or [None])[0]
+    return found
+
+
+class _Stopped(BaseException):
+    """The grading process received a signal to stop."""
+
+
+def _stop(signum, frame):
+    raise _Stopped(f"the grader was stopped by {signal.Signals(signum).name}")
+
+
+def _grade_all(keys, notebooks, work, reports):
+    # every notebook read and every test imported before any learner code runs
+    expected = {key: collect_tests(key) for key in keys}
+    submissions = {}
+    for key in keys:
+        path = notebooks[key]
+        submissions[key] = open_notebook(path) if path else Submission(
+            cell_errors=[f"there is no notebook {key}_*.ipynb in {work}"],
+            origin=f"{work}/{key}_*.ipynb")
+    for key in keys:
+        path = notebooks[key]
+        name = path.stem if path else assignments()[key]
+        try:
+            with submissions[key] as submission:
+                report = run_tests(name, submission, expected=expected[key])
+        except Exception as error:  # the grader's own failure: this assignment, not all
+            why = f"the grader failed: {type(error).__name__}: {error}".splitlines()[0]
+            report = Report(name, [TestResult(t, task, FAILED, why)
+                                   for t, task in expected[key]])
+        reports.append(report)
+        print(format_report(report, source=str(path) if path else None))
+        print()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--assignment", "-a", help="grade one assignment, e.g. 03")
+    parser.add_argument("--assignment", "-a", action="append",
+                        help="grade this assignment only, e.g. 03 (repeat it for more)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
                         help="the folder with the learner's notebooks (default %(default)s)")
     parser.add_argument("--results", type=Path,
                         help="where to write the JSON results (default WORK/results.json)")
     args = parser.parse_args(argv)
 
-    names = [resolve(args.assignment)] if args.assignment else list(assignments().values())
-    prepare_work(args.work, names)
-    reports = []
-    for name in names:
-        report = grade_notebook(args.work / f"{name}.ipynb")
-        reports.append(report)
-        print(format_report(report, source=str(args.work / f"{name}.ipynb")))
-        print()
-    score, max_score = sum(r.score for r in reports), sum(r.max_score for r in reports)
+    reports, errors = [], []
     results_path = args.results or args.work / "results.json"
-    results_path.write_text(json.dumps(
-        {"score": score, "max_score": max_score,
-         "assignments": [r.to_dict() for r in reports]}, indent=1) + "\n")
+    handlers = {}
+    if hasattr(signal, "SIGTERM"):
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(ValueError):  # not the main thread: leave them
+                handlers[number] = signal.signal(number, _stop)
+    try:
+        keys = [resolve(a) for a in args.assignment] if args.assignment else list(assignments())
+        _grade_all(keys, find_notebooks(args.work, keys), args.work, reports)
+    except (Exception, _Stopped, KeyboardInterrupt) as error:
+        errors.append(f"{type(error).__name__}: {error}".splitlines()[0])
+        print(f"the grader stopped before the end: {errors[-1]}")
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        score = sum(r.score for r in reports)
+        max_score = sum(r.max_score for r in reports)
+        results = {"score": score, "max_score": max_score,
+                   "assignments": [r.to_dict() for r in reports]}
+        if errors:
+            results["errors"] = errors
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"total: {score}/{max_score} tests passed; results in {results_path}")
-    return 0 if score == max_score and max_score > 0 else 1
+    return 0 if score == max_score and max_score > 0 and not errors else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The set-up cell of every chapter (tools/setup_cell.py): present, a no-op here, and right
-for Colab and for forks. Nothing here touches the network: git and pip are replaced by a
-recorder where the cell would call them."""
+"""The set-up cell of every chapter and assignment (tools/setup_cell.py): present, a no-op
+here, and right for Colab and for forks. Nothing here touches the network: git and pip are
+replaced by a recorder where the cell would call them."""
 
 import importlib.util
 import os
@@ -16,6 +16,9 @@ from tools import setup_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
+# the sources and the blanks that make student writes from them
+ASSIGNMENTS = sorted((ROOT / "assignments" / "source").glob("*.ipynb")) + sorted(
+    (ROOT / "assignments").glob("[0-9]*.ipynb"))
 FORK = "https://github.com/a-teacher/bn-course"
 
 
@@ -117,3 +120,40 @@ def test_command_inserts_then_replaces_the_cell_keeping_the_rest(tmp_path):
         c.source for c in before.cells if not setup_cell.is_setup_cell(c)
     ]
     assert os.path.getsize(chapter) > 0
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS,
+                         ids=lambda path: f"{path.parent.name}/{path.stem}")
+def test_every_assignment_starts_with_the_setup_cell(assignment):
+    cell_source = setup_cell.source(kind=setup_cell.ASSIGNMENT)
+    assert setup_cell.kind_of(assignment) == setup_cell.ASSIGNMENT
+    assert setup_cell.check(assignment, cell_source) is None, (
+        "run `python -m tools.setup_cell --assignments`, then `make student`")
+
+
+def test_check_mode_passes_on_the_assignments():
+    assert setup_cell.main(["--check", "--assignments"]) == 0
+
+
+@pytest.mark.parametrize("kind", [setup_cell.CHAPTER, setup_cell.ASSIGNMENT])
+def test_cell_fits_the_rendered_column(kind):
+    assert max(len(line) for line in setup_cell.source(kind=kind).splitlines()) <= 80
+
+
+def test_assignment_cell_on_colab_installs_the_grader_and_stays_put(
+    recorded_calls, tmp_path, monkeypatch
+):
+    # the grader finds its tests in the installed package: no need to enter the clone
+    monkeypatch.chdir(tmp_path)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "bn_course" else real_find_spec(name, *args),
+    )
+    run_cell(setup_cell.source(url=FORK, branch="main", kind=setup_cell.ASSIGNMENT))
+    assert recorded_calls == [
+        ["git", "clone", "--depth", "1", "--branch", "main", FORK, "bn-course"],
+        [sys.executable, "-m", "pip", "install", "--quiet", "./bn-course"],
+    ]
+    assert Path.cwd() == tmp_path

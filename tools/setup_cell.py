@@ -1,4 +1,5 @@
-"""The first code cell of every chapter: install bn_lib where it is missing (Colab).
+"""The first code cell of every chapter and assignment: install bn_lib where it is
+missing (Colab).
 
 A chapter opened from the book's launch button runs on Colab, where ``import bn_lib`` fails:
 nothing there installs the book's library (d2l's notebooks solve the same problem with a
@@ -8,16 +9,25 @@ importable it clones the book's repository (``repository.url`` and ``repository.
 clone's ``chapters/`` folder, where the chapter's helper module and data files are. Where
 ``bn_lib`` is installed (``make lab``, ``make test``, Binder) the cell changes nothing.
 
+An assignment (``assignments/source/NN_*.ipynb``) gets the same cell for ``bn_course``,
+the grader installed with bn_lib, without the move: the grader finds its tests in the
+installed package and grades the notebook wherever it is.
+
 Usage::
 
     python -m tools.setup_cell                     # every chapters/*.ipynb
     python -m tools.setup_cell chapters/03_backprop.ipynb
+    python -m tools.setup_cell --assignments       # every assignments/source/*.ipynb
+    python -m bn_course.make_student               # then the blanks, from the sources
     python -m tools.setup_cell --check             # exit 1 if a chapter lacks the cell
+    python -m tools.setup_cell --check --assignments
 
-The cell is inserted before a chapter's first code cell, or replaces it when that cell is
+A notebook under ``assignments/`` gets the assignment's cell, any other the chapter's.
+The cell is inserted before a notebook's first code cell, or replaces it when that cell is
 already the set-up cell (tag ``SETUP_TAG``); it carries no outputs and the tag ``hide-cell``,
-so the rendered book folds it away. A fork that changes ``repository.url`` reruns this
-(``make setup-cell``); ``tests/test_setup_cell.py`` fails until it does.
+so the rendered book folds it away. Its lines fit the rendered column (80 characters).
+A fork that changes ``repository.url`` reruns this (``make setup-cell``);
+``tests/test_setup_cell.py`` fails until it does.
 """
 
 import argparse
@@ -33,8 +43,8 @@ SETUP_TAG = "book-setup"
 TAGS = [SETUP_TAG, "hide-cell"]
 
 TEMPLATE = """\
-# Set-up for Colab: where bn_lib is missing, fetch the book and install it. Where bn_lib is
-# installed (make lab, make test, Binder), this cell changes nothing.
+# Set-up for Colab: where {package} is missing, fetch the book and install it.
+# Where it is installed (make lab, make test, Binder), it changes nothing.
 import importlib.util
 import os
 import subprocess
@@ -42,18 +52,27 @@ import sys
 
 BOOK_REPOSITORY = "{url}"
 BOOK_CLONE = "{clone}"
-if importlib.util.find_spec("bn_lib") is None:
+if importlib.util.find_spec("{package}") is None:
     if not os.path.isdir(BOOK_CLONE):
         subprocess.run(
-            ["git", "clone", "--depth", "1", "--branch", "{branch}", BOOK_REPOSITORY, BOOK_CLONE],
+            ["git", "clone", "--depth", "1", "--branch", "{branch}",
+             BOOK_REPOSITORY, BOOK_CLONE],
             check=True,
         )
-    subprocess.run(  # "./": a folder to install, not a package name to look up
-        [sys.executable, "-m", "pip", "install", "--quiet", "./" + BOOK_CLONE], check=True
+    # "./": a folder to install, not a package name to look up
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet",
+         "./" + BOOK_CLONE],
+        check=True,
     )
-    importlib.invalidate_caches()
+    importlib.invalidate_caches()"""
+# a chapter also moves into the clone's chapters/ folder
+CHAPTER_TAIL = """
 if os.path.isdir(os.path.join(BOOK_CLONE, "chapters")):
-    os.chdir(os.path.join(BOOK_CLONE, "chapters"))  # the chapter's helper module and data"""
+    # the chapter's helper module and data
+    os.chdir(os.path.join(BOOK_CLONE, "chapters"))"""
+CHAPTER, ASSIGNMENT = "chapter", "assignment"
+ASSIGNMENT_SOURCES = ROOT / "assignments" / "source"
 
 
 def repository(config: Path = ROOT / "_config.yml") -> tuple[str, str]:
@@ -65,15 +84,25 @@ def repository(config: Path = ROOT / "_config.yml") -> tuple[str, str]:
     return url.rstrip("/"), settings.get("branch", "main")
 
 
-def source(url: str | None = None, branch: str | None = None) -> str:
-    """The set-up cell's source, for the repository in ``_config.yml`` unless given."""
+def kind_of(path: Path) -> str:
+    """An assignment's cell for a notebook under ``assignments/``, else a chapter's."""
+    return ASSIGNMENT if "assignments" in Path(path).resolve().parts else CHAPTER
+
+
+def source(url: str | None = None, branch: str | None = None, kind: str = CHAPTER) -> str:
+    """The set-up cell's source for a chapter or an assignment (``kind``), for the
+    repository in ``_config.yml`` unless given."""
     if url is None or branch is None:
         config_url, config_branch = repository()
         url, branch = url or config_url, branch or config_branch
     clone = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
     if not clone:
         raise ValueError(f"no repository name in {url!r}")
-    return TEMPLATE.format(url=url, clone=clone, branch=branch)
+    if kind not in (CHAPTER, ASSIGNMENT):
+        raise ValueError(f"kind must be {CHAPTER!r} or {ASSIGNMENT!r}, not {kind!r}")
+    package = "bn_lib" if kind == CHAPTER else "bn_course"
+    cell = TEMPLATE.format(url=url, clone=clone, branch=branch, package=package)
+    return cell + CHAPTER_TAIL if kind == CHAPTER else cell
 
 
 def first_code_cell(notebook) -> int | None:
@@ -110,7 +139,7 @@ def check(path: Path, cell_source: str) -> str | None:
         return f"{path}: the first code cell is not the set-up cell"
     cell = notebook.cells[index]
     if cell.source != cell_source:
-        return f"{path}: the set-up cell differs from tools/setup_cell.py's"
+        return f"{path}: the set-up cell differs from tools/setup_cell.py's (run it)"
     if cell.outputs:
         return f"{path}: the set-up cell has outputs"
     return None
@@ -119,16 +148,23 @@ def check(path: Path, cell_source: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--assignments", action="store_true",
+                        help="every assignments/source/*.ipynb (then run make student)")
     parser.add_argument("--check", action="store_true", help="only check, change nothing")
     args = parser.parse_args(argv)
-    notebooks = args.notebooks or sorted((ROOT / "chapters").glob("*.ipynb"))
-    cell_source = source()
+    default = ASSIGNMENT_SOURCES.glob("*.ipynb") if args.assignments else \
+        (ROOT / "chapters").glob("*.ipynb")
+    notebooks = args.notebooks or sorted(default)
+    cells = {kind: source(kind=kind) for kind in (CHAPTER, ASSIGNMENT)}
     if args.check:
-        problems = [p for p in (check(path, cell_source) for path in notebooks) if p]
-        print("\n".join(problems) or f"all {len(notebooks)} chapters start with the set-up cell")
+        problems = [p for p in (check(path, cells[kind_of(path)]) for path in notebooks) if p]
+        print("\n".join(problems) or f"all {len(notebooks)} notebooks start with the set-up cell")
         return 1 if problems else 0
     for path in notebooks:
-        print(f"{path}: {'updated' if apply(path, cell_source) else 'already up to date'}")
+        changed = apply(path, cells[kind_of(path)])
+        print(f"{path}: {'updated' if changed else 'already up to date'}")
+    if any(kind_of(path) == ASSIGNMENT for path in notebooks):
+        print("now run `python -m bn_course.make_student` (make student) for the blanks")
     return 0
 
 

@@ -5,8 +5,25 @@ The tests never feed one task's answer into another task: every input comes from
 so a blank or wrong answer to one task costs points in that task only.
 
 A test receives the learner's work through the ``learner`` fixture (provided by the
-grader, ``bn_course/grade.py``): ``learner.call("name", *args)`` calls the learner's function
-``name``, and turns a ``NotImplementedError`` (the blank's stub) into "not attempted".
+grader, ``bn_course/learner.py``): ``learner.call("name", *args)`` calls the learner's
+function ``name`` on copies of the arguments and returns its result, turning a
+``NotImplementedError`` (the blank's stub) into "not attempted";
+``learner.call_with_arguments("name", *args)`` returns ``(result, args, kwargs)``, the
+copies as they are after the call (to check that an answer leaves its input alone: the
+test's own arrays never change). In the grade of record the function runs in another
+process and sends back data only: arrays, numbers, strings, tuples, lists and dicts;
+anything else arrives as a ``ForeignObject``, which every check here reports.
+
+What a test may pass: arrays, numbers, strings, None, tuples, lists and dicts of them,
+bn_lib objects (pickled into the learner's process), and functions (a function passed,
+such as the ``f`` of a gradient check, runs in the grader's process: the learner's code
+calls it with data). Not generators, nor objects of classes defined in a test file.
+
+Each test file declares ``BN_LIB_NOT_ALLOWED``, the bn_lib objects its task asks the
+learner to write (``"batch_norm_forward"``, or a method, ``"BatchNorm.backward"``): the
+grader makes them raise in the learner's process, so an answer cannot call them. The list
+holds for every task of the assignment (one process runs the whole notebook); it must not
+name a class whose instances the assignment's tests pass.
 """
 
 from __future__ import annotations
@@ -15,6 +32,7 @@ import numpy as np
 import pytest
 
 import bn_lib
+from bn_course.wire import ForeignObject
 from bn_lib import testing
 from bn_lib.testing import EPS, TOLERANCES, scaled_error, to_numpy, to_torch
 
@@ -86,12 +104,20 @@ def bn_cache(x, gamma, beta, eps=EPS):
 # ----------------------------------------------------------------------------- checks
 
 
+def describe(value):
+    """A value's kind in a learner's words: "a dict", "an object of type Foo"."""
+    if isinstance(value, ForeignObject):
+        return value.description
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
 def unpack(result, names, what):
     """Check that a function returned a tuple of len(names) and return it."""
     if result is None:
         raise AssertionError(f"{what} returned None; it must return {', '.join(names)}")
     if not isinstance(result, tuple) or len(result) != len(names):
-        got = f"a tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
+        got = f"a tuple of {len(result)}" if isinstance(result, tuple) else describe(result)
         raise AssertionError(f"{what} must return a tuple ({', '.join(names)}), got {got}")
     return result
 
@@ -100,30 +126,59 @@ def _where(index, shape):
     return str(tuple(int(i) for i in np.unravel_index(index, shape))) if shape else "()"
 
 
+def check_array(name, actual, shape, dtype=np.float64):
+    """``actual`` as a NumPy array, or an AssertionError that says how it is not a real
+    floating array of ``shape`` and ``dtype``: None, not an array (a list, an object),
+    complex, integer or object values, another shape, another precision (float32 where
+    float64 is expected), a NaN or an infinity."""
+    dtype = np.dtype(dtype)
+    want = f"a {dtype} array of shape {tuple(shape)}"
+    if actual is None:
+        raise AssertionError(f"{name} is None; expected {want}")
+    if isinstance(actual, float) and not isinstance(actual, np.generic):
+        actual = np.float64(actual)  # a Python float is a float64 scalar
+    if not isinstance(actual, (np.ndarray, np.generic)):
+        raise AssertionError(f"{name} is {describe(actual)}; expected {want} (return "
+                             "NumPy arrays)")
+    actual = np.asarray(actual)
+    if actual.dtype.kind == "c":
+        raise AssertionError(f"{name} is complex ({actual.dtype}); expected real values, "
+                             f"{want}")
+    if actual.dtype.kind != "f":
+        raise AssertionError(f"{name} has dtype {actual.dtype}; expected {want}")
+    if actual.shape != tuple(shape):
+        raise AssertionError(f"{name} has shape {actual.shape}; expected {want}")
+    if actual.dtype != dtype:
+        raise AssertionError(f"{name} has the wrong precision: yours is {actual.dtype}, "
+                             f"expected {dtype} (compute in {dtype}, as the inputs are)")
+    if not np.all(np.isfinite(actual)):
+        index = int(np.argmax(~np.isfinite(actual).ravel()))
+        raise AssertionError(f"{name} has a non-finite value at {_where(index, actual.shape)}")
+    return actual
+
+
+def check_number(name, actual):
+    """``actual`` as a float, or an AssertionError unless it is one real number."""
+    if isinstance(actual, (bool, np.bool_)) or not isinstance(
+            actual, (int, float, np.integer, np.floating)):
+        shape = f" of shape {np.shape(actual)}" if isinstance(actual, np.ndarray) else ""
+        raise AssertionError(f"{name} must be one real number, got {describe(actual)}{shape}")
+    return float(actual)
+
+
 def assert_close(name, actual, expected, against, tol=None):
     """Assert ``actual`` equals ``expected`` by the project's criterion,
     ``bn_lib.testing.scaled_error(actual, expected) <= tol``, that is
     ``max|actual - expected| <= tol * max(1, max|expected|)``, with float64's tolerance
     (``bn_lib.testing.TOLERANCES``) unless ``tol`` is given. A learner-facing wrapper of
-    ``bn_lib.testing.assert_close``'s check.
+    ``bn_lib.testing.assert_close``'s check; ``actual`` must first pass
+    :func:`check_array` (a real array of ``expected``'s shape, in float64).
 
     The message names the quantity, the reference, the largest error and where it is,
     e.g. "dx differs from PyTorch autograd: largest error 3.2e-01 at (3, 1)".
     """
     expected = np.asarray(expected, dtype=np.float64)
-    if actual is None:
-        raise AssertionError(f"{name} is None; expected an array of shape {expected.shape}")
-    try:
-        actual = np.asarray(actual, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise AssertionError(f"{name} is not an array of numbers: {error}") from None
-    if actual.shape != expected.shape:
-        raise AssertionError(
-            f"{name} has shape {actual.shape}, expected {expected.shape} ({against})"
-        )
-    if not np.all(np.isfinite(actual)):
-        index = int(np.argmax(~np.isfinite(actual).ravel()))
-        raise AssertionError(f"{name} has a non-finite value at {_where(index, actual.shape)}")
+    actual = check_array(name, actual, expected.shape)
     tol = TOL if tol is None else tol
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
     if scaled_error(actual, expected) > tol:

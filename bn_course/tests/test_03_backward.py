@@ -16,6 +16,8 @@ from course_helpers import (
     assert_close,
     batch,
     bn_cache,
+    check_array,
+    check_number,
     task,
     torch_batch_norm,
     unpack,
@@ -25,6 +27,14 @@ from course_helpers import (
 import bn_lib
 
 GRADS = ("dx", "dgamma", "dbeta")
+# bn_lib's backward pass and its gradient check: not available to the answers
+BN_LIB_NOT_ALLOWED = ("batch_norm_backward", "input_gradient", "sync_batch_norm_backward",
+                      "numerical_gradient", "relative_error", "check_module_gradients")
+CS231N_FLOOR = 1e-8  # CS231n's rel_error: max |a - b| / max(|a| + |b|, 1e-8)
+
+
+def cs231n_relative_error(a, b):
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), CS231N_FLOOR)))
 
 
 def case(shape, seed=0):
@@ -85,7 +95,7 @@ def test_staged_matches_finite_differences(learner):
     dx, _, _ = staged(learner, dy, x, gamma)
     numeric = bn_lib.numerical_gradient(
         lambda a: bn_lib.batch_norm_forward(a, gamma, beta)[0], x.copy(), dy)
-    error = bn_lib.relative_error(np.asarray(dx, dtype=np.float64), numeric)
+    error = bn_lib.relative_error(check_array("dx", dx, x.shape), numeric)
     assert error < 1e-6, (f"dx differs from central finite differences: relative error "
                           f"{error:.1e} (a right gradient gives below 1e-6)")
 
@@ -135,7 +145,7 @@ def test_compact_equals_staged(learner):
 def test_compact_sum_dx_is_zero(learner, shape):
     x, gamma, beta, dy = case(shape, seed=40)
     dx, _, _ = compact(learner, dy, x, gamma, beta)
-    assert_close("sum(dx) over the batch", np.sum(np.asarray(dx, dtype=np.float64), axis=0),
+    assert_close("sum(dx) over the batch", np.sum(check_array("dx", dx, shape), axis=0),
                  np.zeros(shape[1]), "0 (chapter 3: the identity sum(dx) = 0)", tol=1e-10)
 
 
@@ -143,10 +153,9 @@ def test_compact_sum_dx_is_zero(learner, shape):
 
 
 def numerical(learner, f, x, dy, h=1e-5):
+    # f runs in the grader's process: the learner's code gets its values, not its code
     result = learner.call("numerical_gradient", f, x, dy, h)
-    if result is None:
-        raise AssertionError("numerical_gradient returned None; it must return the gradient")
-    return np.asarray(result, dtype=np.float64)
+    return check_array("the numerical gradient", result, x.shape)
 
 
 @task("gradient_check")
@@ -171,9 +180,9 @@ def test_numerical_gradient_of_batch_norm(learner):
 @task("gradient_check")
 def test_numerical_gradient_restores_x(learner):
     x, dy = batch((3, 2), seed=70), upstream((3, 2), seed=71)
-    before = x.copy()
-    numerical(learner, np.tanh, x, dy)
-    assert_close("x after numerical_gradient", x, before,
+    _, (_, x_after, *_), _ = learner.call_with_arguments("numerical_gradient", np.tanh, x, dy,
+                                                         1e-5)
+    assert_close("x after numerical_gradient", x_after, x,
                  "x before it (put each entry back after nudging it)", tol=0)
 
 
@@ -184,19 +193,21 @@ def test_relative_error_values(learner):
              (np.array([1.0, 3.0]), np.array([1.0, 1.0])),
              (np.array([2e-3, -1e-3]), np.array([-2e-3, -1e-3])),
              (np.zeros(3), np.zeros(3)),
+             (np.array([1e-10, 0.0]), np.zeros(2)),  # below the floor: 1e-10 / 1e-8
              (rng.standard_normal((4, 3)), rng.standard_normal((4, 3)))]
     for a, b in cases:
-        ours = learner.call("relative_error", a.copy(), b.copy())
-        expected = bn_lib.relative_error(a, b)
-        if ours is None or not np.isscalar(ours) and np.ndim(ours) != 0:
-            raise AssertionError(f"relative_error must return one number, got {ours!r}")
-        assert abs(float(ours) - expected) <= 1e-12, (
-            f"relative_error({a.round(4).tolist()}, {b.round(4).tolist()}) is "
-            f"{float(ours):.6g}, expected max |a - b| / max(|a| + |b|, 1e-12) = {expected:.6g}")
+        ours = check_number("relative_error's result",
+                            learner.call("relative_error", a.copy(), b.copy()))
+        expected = cs231n_relative_error(a, b)
+        shown = ", ".join(f"[{', '.join(f'{v:.4g}' for v in array.ravel())}]"
+                          for array in (a, b))
+        assert abs(ours - expected) <= 1e-12, (
+            f"relative_error({shown}) is {ours:.6g}, expected "
+            f"max |a - b| / max(|a| + |b|, 1e-8) = {expected:.6g}")
 
 
 @task("gradient_check")
-def test_check_flags_a_wrong_backward_and_passes_a_right_one(learner):
+def test_check_tells_right_from_wrong(learner):
     x, gamma, beta, dy = case((6, 4), seed=90)
     numeric = numerical(learner, lambda a: bn_lib.batch_norm_forward(a, gamma, beta)[0],
                         x.copy(), dy)
@@ -204,7 +215,9 @@ def test_check_flags_a_wrong_backward_and_passes_a_right_one(learner):
     dbeta, dgamma = dy.sum(axis=0), (dy * x_hat).sum(axis=0)
     right = gamma * inv_std / 6 * (6 * dy - dbeta - x_hat * dgamma)
     planted = gamma * inv_std / 6 * (6 * dy - dbeta)  # the x_hat * dgamma term is missing
-    right_error = float(learner.call("relative_error", right, numeric))
-    wrong_error = float(learner.call("relative_error", planted, numeric))
+    right_error = check_number("relative_error's result",
+                               learner.call("relative_error", right, numeric))
+    wrong_error = check_number("relative_error's result",
+                               learner.call("relative_error", planted, numeric))
     assert right_error < 1e-7, f"the right dx scored a relative error {right_error:.1e}"
     assert wrong_error > 1e-2, f"the planted wrong dx scored only {wrong_error:.1e}"
