@@ -3,9 +3,9 @@
 Sphinx has no Korean search language. Korean attaches particles (조사) to the word they
 follow, so the stock index holds 평균이, 평균은 and 평균을 as three words and a search for
 평균 finds none of them. This language keeps Sphinx's English search (Porter stemmer,
-stop words) and stems a word that contains Hangul by removing one trailing particle (keeping at least two
-characters, so 결과 is not read as 결 + 과), in the
-index (Python) and in the query (JavaScript) alike, so 평균, 평균이 and 평균을 all meet
+stop words) and stems a word that contains Hangul by removing one trailing particle (keeping
+at least two characters, so 결과 is not read as 결 + 과), in the index (Python) and in the
+query (JavaScript) alike, so 평균, 평균이 and 평균을 all meet
 at 평균.
 
 Enabled in ``_config.yml`` with ``html_search_language: ko`` (the language's code) after
