@@ -11,7 +11,9 @@ where each solution region (nbgrader's markup, ``### BEGIN SOLUTION`` to
     # YOUR CODE HERE
     raise NotImplementedError("function: what to write")
 
-(the text after ``BEGIN SOLUTION`` says what to write), and every output is cleared.
+(the text after ``BEGIN SOLUTION`` says what to write; a message that would make the line
+wider than 80 characters is split into string literals on lines of their own), and every
+output is cleared.
 ``--check`` writes nothing: it exits 1 when a committed blank differs from what the
 sources give, or when a line of a solution survives in a blank.
 """
@@ -23,6 +25,7 @@ import copy
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -31,11 +34,30 @@ from bn_course.grade import ASSIGNMENTS, SOURCES
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 DEF = re.compile(r"^\s*def\s+(\w+)\s*\(")
+WIDTH = 80  # the book's code column: a blank's lines fit it
 
 
 def _hint(line):
     """What to write, from the text after ``### BEGIN SOLUTION`` (": ..." or nothing)."""
     return line.split(BEGIN, 1)[1].strip().lstrip(":").strip()
+
+
+def _stub(indent, message):
+    """The lines ``raise NotImplementedError("message")``, the message split into string
+    literals on lines of their own where one line would be wider than :data:`WIDTH`."""
+    line = f"{indent}raise NotImplementedError({json.dumps(message)})"
+    if len(line) <= WIDTH:
+        return [line]
+    inner = indent + " " * 4
+    # each literal with its quotes (2) and, on the last line, the closing parenthesis (1)
+    words = textwrap.wrap(message, WIDTH - len(inner) - 3, break_long_words=False,
+                          break_on_hyphens=False)
+    pieces = [word + " " for word in words[:-1]] + words[-1:]
+    if "".join(pieces) != message:  # runs of spaces: keep the message exact, on one line
+        pieces = [message]
+    literals = [inner + json.dumps(piece) for piece in pieces]
+    literals[-1] += ")"
+    return [f"{indent}raise NotImplementedError("] + literals
 
 
 def blank_source(source):
@@ -52,8 +74,7 @@ def blank_source(source):
             indent = line[: len(line) - len(line.lstrip())]
             what = _hint(line) or "this part"
             message = f"{function}: {what}" if function else what
-            out += [f"{indent}# YOUR CODE HERE",
-                    f"{indent}raise NotImplementedError({json.dumps(message)})"]
+            out += [f"{indent}# YOUR CODE HERE", *_stub(indent, message)]
         elif END in line:
             if not inside:
                 raise ValueError(f"{END} without {BEGIN} in:\n{source}")

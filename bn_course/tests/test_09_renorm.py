@@ -120,6 +120,17 @@ def test_running_statistics_update(learner):
     assert_close("running_var", new_var, to_numpy(running_var), against)
 
 
+def test_arguments_are_not_modified(learner):
+    # the new running statistics are new arrays: the caller's are left as they are
+    arguments = case("clipped")
+    _, after, _ = learner.call_with_arguments("batch_renorm_forward", *arguments, MOMENTUM,
+                                              EPS)
+    names = ("x", "gamma", "beta", "running_mean", "running_var")
+    for name, before, now in zip(names, arguments, after):
+        assert_close(f"{name} after the call", now, before,
+                     f"{name} before the call (return new arrays)", tol=0)
+
+
 @pytest.mark.parametrize("name", ["clipped", "unclipped"])
 def test_backward_matches_autograd(learner, name):
     x, gamma, beta, mean, var, r_max, d_max = case(name)

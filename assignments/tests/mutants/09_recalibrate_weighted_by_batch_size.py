@@ -1,6 +1,6 @@
-"""Each batch's statistics weighted by its size (the statistics of the pooled data)
-instead of equally: update_bn's cumulative average counts the short last batch as
-much as the others."""
+"""Each batch's statistics weighted by its size (the pooled mean, and a size-weighted mean
+of the batch variances) instead of equally: update_bn's cumulative average counts the
+short last batch as much as the others."""
 
 import numpy as np
 

@@ -1,5 +1,6 @@
-"""Each rank sends its own mean and variance and the totals are divided by the number of
-ranks: every rank weighted 1/W, right only when all slices have the same size."""
+"""Each rank sends its own mean, then its mean squared deviation from the average of those
+means, and the totals are divided by the number of ranks: every rank weighted 1/W, right
+only when all slices have the same size."""
 
 MUST_FAIL = "test_10_sync.py::test_forward_matches_global_batch_norm[unequal]"
 
