@@ -9,14 +9,16 @@ It grades the notebooks ``NN_*.ipynb`` in the working folder (in a checkout it c
 the blank of any assignment missing there), prints one table per assignment (each test
 passed, failed with a message that says what differs or what happened, or not
 attempted), a score per task and per assignment, always writes ``results.json`` (also
-when the grader itself fails: then it says so there) and exits with status 1 below full
+when the grader itself fails, or SIGTERM stops it between two tests: then it says so
+there; a folder in its place is exit status 2) and exits with status 1 below full
 marks. The assignments are those of the graded tests shipped in ``bn_course/tests/``
 (``test_NN_*.py``), so a wheel installed anywhere (Colab) grades the same way.
 
 The grade of record runs each notebook's set-up and answer cells in a child process
 (:class:`bn_course.learner.NotebookSubmission`): learner code never runs in the grading
 process. The child withholds torch and the bn_lib objects the tests name in
-``BN_LIB_NOT_ALLOWED``; each cell has 10 s, each call 20 s and the whole notebook 60 s
+``BN_LIB_NOT_ALLOWED``, and refuses what reaches outside it (files, signals, processes:
+:mod:`bn_course.worker`); each cell has 10 s, each call 20 s and the whole notebook 60 s
 (``BN_COURSE_CELL_TIME_LIMIT``, ``BN_COURSE_CALL_TIME_LIMIT``,
 ``BN_COURSE_NOTEBOOK_TIME_LIMIT``); every expected value is computed here, on the tests'
 own arrays.
@@ -40,12 +42,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import importlib
 import io
 import json
 import os
 import shutil
 import signal
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -78,6 +83,9 @@ STRICT_VARIABLE = "BN_COURSE_STRICT"
 
 PASSED, FAILED, NOT_ATTEMPTED = "passed", "failed", "not attempted"
 TEST_TIME_LIMIT = 60  # seconds per test in the notebook's kernel (a right answer: well under 1)
+# what the tests import, some of it late, imported before any learner code runs
+ORACLE_MODULES = ("torch", "torch.nn.functional", "torch.optim.swa_utils")
+_STOP_REQUESTS = []  # the names of the signals that asked the grader to stop
 
 
 # ----------------------------------------------------------------------------- assignments
@@ -220,6 +228,13 @@ class _GradingPlugin:
         if report.failed:
             self.collection_errors.append((report.nodeid, report.longreprtext.strip()))
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        if _STOP_REQUESTS:  # a signal asked us to stop: run no more tests
+            item.session.shouldstop = _stopped()
+            return True
+        return None
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_call(self, item):
         # the child process has its own limits; the notebook's kernel needs this one
@@ -259,11 +274,29 @@ def _pytest(files, plugin, *extra):
 _COLLECTED = {}  # test files -> their tests: collected once per process
 
 
+@functools.cache
+def _load_the_oracle():
+    """Import torch and run one backward pass, which imports a few hundred modules more
+    (sympy among them), so that the tests import nothing after learner code has run.
+    Defence in depth: the process that runs that code cannot write a file anyway."""
+    try:
+        for name in ORACLE_MODULES:
+            importlib.import_module(name)
+    except ImportError:  # the tests say so, when they load
+        return
+    import torch
+
+    x = torch.ones(2, 1, dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.batch_norm(x, None, None, training=True)
+    y.backward(torch.ones_like(y))  # an explicit upstream gradient, as the tests pass
+
+
 def collect_tests(assignment, private_dir=None):
     """``[(test, task), ...]`` of an assignment, its test files imported without running
     any: once imported they are not read again in this process, so learner code run
     afterwards cannot change them."""
     files = tuple(graded_test_files(assignment, private_dir))
+    _load_the_oracle()
     if files not in _COLLECTED:
         plugin = _GradingPlugin(Submission())
         status, output = _pytest(files, plugin, "--collect-only")
@@ -289,10 +322,11 @@ def run_tests(name, submission, task=None, private_dir=None, expected=None):
         report.results.append(TestResult(nodeid, "collection", FAILED,
                                          f"the test file did not load: {error.splitlines()[-1]}"))
     ran = {r.test for r in report.results}
+    why = f"the test did not run ({_stopped()})" if _STOP_REQUESTS else "the test did not run"
     for test, test_task in expected or []:
         if test not in ran and (task is None or test_task == task):
-            report.results.append(TestResult(test, test_task, FAILED, "the test did not run"))
-    if status not in (0, 1) and not report.results:
+            report.results.append(TestResult(test, test_task, FAILED, why))
+    if status not in (0, 1) and not report.results and not _STOP_REQUESTS:
         raise RuntimeError(f"pytest could not run the tests of {name} (status {status}):\n"
                            + output)
     return report
@@ -359,12 +393,32 @@ def find_notebooks(work, keys):
     return found
 
 
-class _Stopped(BaseException):
-    """The grading process received a signal to stop."""
+def _request_stop(signum, frame):
+    """SIGTERM or SIGHUP: finish the test under way, run no more, write the results."""
+    _STOP_REQUESTS.append(signal.Signals(signum).name)
 
 
-def _stop(signum, frame):
-    raise _Stopped(f"the grader was stopped by {signal.Signals(signum).name}")
+def _stopped():
+    return f"the grader was stopped by {_STOP_REQUESTS[0]}"
+
+
+def write_results(path, results):
+    """Write ``results`` as JSON to ``path`` whole or not at all: into a new file beside it,
+    then renamed onto it, so that whatever stood there (a FIFO, a link) is replaced, not
+    opened. An OSError where that cannot be done (a folder at ``path``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".json")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(fd, 0o666 & ~umask)  # as an ordinary new file's (mkstemp makes it private)
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(results, indent=1) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _grade_all(keys, notebooks, work, reports):
@@ -379,6 +433,12 @@ def _grade_all(keys, notebooks, work, reports):
     for key in keys:
         path = notebooks[key]
         name = path.stem if path else assignments()[key]
+        if _STOP_REQUESTS:  # not graded: every test fails, and says why
+            submissions[key].close()
+            reports.append(Report(name, [TestResult(t, task, FAILED, f"the test did not run "
+                                                    f"({_stopped()})")
+                                         for t, task in expected[key]]))
+            continue
         try:
             with submissions[key] as submission:
                 report = run_tests(name, submission, expected=expected[key])
@@ -403,28 +463,36 @@ def main(argv=None):
 
     reports, errors = [], []
     results_path = args.results or args.work / "results.json"
+    _STOP_REQUESTS.clear()
     handlers = {}
-    if hasattr(signal, "SIGTERM"):
-        for number in (signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(ValueError):  # not the main thread: leave them
-                handlers[number] = signal.signal(number, _stop)
+    for name in ("SIGTERM", "SIGHUP"):
+        with contextlib.suppress(AttributeError, ValueError):  # no such signal, or not
+            number = getattr(signal, name)                     # the main thread: leave it
+            handlers[number] = signal.signal(number, _request_stop)
     try:
         keys = [resolve(a) for a in args.assignment] if args.assignment else list(assignments())
         _grade_all(keys, find_notebooks(args.work, keys), args.work, reports)
-    except (Exception, _Stopped, KeyboardInterrupt) as error:
+    except BaseException as error:  # the grader's own failure, or Ctrl-C: still write results
         errors.append(f"{type(error).__name__}: {error}".splitlines()[0])
         print(f"the grader stopped before the end: {errors[-1]}")
     finally:
         for number, handler in handlers.items():
             signal.signal(number, handler)
-        score = sum(r.score for r in reports)
-        max_score = sum(r.max_score for r in reports)
-        results = {"score": score, "max_score": max_score,
-                   "assignments": [r.to_dict() for r in reports]}
-        if errors:
-            results["errors"] = errors
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        results_path.write_text(json.dumps(results, indent=1) + "\n")
+    if _STOP_REQUESTS:
+        errors.append(f"{_stopped()}; the tests after that did not run")
+        print(errors[-1])
+    score = sum(r.score for r in reports)
+    max_score = sum(r.max_score for r in reports)
+    results = {"score": score, "max_score": max_score,
+               "assignments": [r.to_dict() for r in reports]}
+    if errors:
+        results["errors"] = errors
+    try:
+        write_results(results_path, results)
+    except OSError as error:
+        print(f"total: {score}/{max_score} tests passed; the results could not be written to "
+              f"{results_path}: {error.strerror or error}")
+        return 2
     print(f"total: {score}/{max_score} tests passed; results in {results_path}")
     return 0 if score == max_score and max_score > 0 and not errors else 1
 

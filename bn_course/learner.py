@@ -36,6 +36,7 @@ import copy
 import functools
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -86,9 +87,10 @@ def _error_class(type_name):
     return LearnerError
 
 
-def learner_error(type_name, message, where=None):
+def learner_error(type_name, message, where=None, hint=None):
     text = f"crashed with {type_name}: {message}".strip().splitlines()[0].rstrip(": ")
-    return _error_class(type_name)(text + (f" ({where})" if where else ""))
+    return _error_class(type_name)(text + (f" ({where})" if where else "")
+                                   + (f"; {hint}" if hint else ""))
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -103,6 +105,42 @@ def answer_cells(notebook):
         if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade_id") == "setup"):
             cells.append((meta.get("grade_id", f"cell {len(cells) + 1}"), cell.source))
     return cells
+
+
+def defined_elsewhere(notebook):
+    """The names bound at the top level (def, class, import, assignment) of the code cells
+    the grader does not run: the learner's own cells, added beside the answer cells."""
+    graded = {id(cell) for cell in notebook.cells
+              if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
+              or cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup"}
+    names = set()
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or id(cell) in graded:
+            continue
+        try:
+            body = ast.parse(cell.source).body
+        except (SyntaxError, ValueError):  # IPython magics, half-written code: no names
+            continue
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names |= {(a.asname or a.name).partition(".")[0] for a in node.names}
+            elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names |= {n.id for t in targets for n in ast.walk(t)
+                          if isinstance(n, ast.Name)}
+    names.discard("*")
+    return names
+
+
+def elsewhere_hint(message, names):
+    """The hint for a NameError whose name only a cell the grader does not run defines."""
+    match = re.search(r"name '(\w+)' is not defined", message)
+    if match and match[1] in names:
+        return (f"{match[1]} is defined in a cell the grader does not run; move it into "
+                "the answer cell")
+    return None
 
 
 def not_allowed(test_files):
@@ -148,6 +186,7 @@ class Submission:
     """The learner's functions in this process, from a namespace (``globals()``)."""
 
     in_process = True
+    elsewhere = frozenset()  # names only the cells the grader does not run define
 
     def __init__(self, namespace=None, cell_errors=None, origin="the notebook"):
         self.namespace = {} if namespace is None else namespace
@@ -188,8 +227,9 @@ class Submission:
         broken = "; ".join(self.cell_errors)
         what = f"function {name!r}" if found is None else \
             f"function {name!r} ({name} is a {found})"
+        hint = elsewhere_hint(f"name '{name}' is not defined", self.elsewhere)
         return AssertionError(f"{self.origin} defines no {what}"
-                              + (f" ({broken})" if broken else ""))
+                              + (f" ({broken})" if broken else "") + (f"; {hint}" if hint else ""))
 
     def _call(self, name, args, kwargs):
         function = self.namespace.get(name)
@@ -269,8 +309,10 @@ def _end_all():
 
 
 def _kill(process):
+    # the child's process group; it cannot start a process of its own to escape it (its
+    # audit hook refuses fork, exec and spawn), so this kills all that runs learner code
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # the child and anything it started
+        os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         process.kill()
     process.wait()
@@ -360,9 +402,10 @@ class NotebookSubmission(Submission):
         try:
             notebook = nbformat.read(self.path, as_version=4)
             self.cells = answer_cells(notebook) + list(extra_cells)
+            self.elsewhere = defined_elsewhere(notebook)
             self.readable = True
         except Exception as error:  # not JSON, not a notebook: every test fails, and says so
-            self.cells, self.readable = [], False
+            self.cells, self.readable, self.elsewhere = [], False, set()
             self.cell_errors.append(f"the notebook cannot be read ({type(error).__name__})")
         self.settings = {"assignment": assignment, "not_allowed": not_allowed(test_files)}
         self._child = None
@@ -435,7 +478,10 @@ class NotebookSubmission(Submission):
                 finally:
                     self._used += time.monotonic() - started
                 if answer.get("error"):
-                    self._record(grade_id, str(answer["error"])[:2000])
+                    error = str(answer["error"])[:2000]
+                    hint = elsewhere_hint(error, self.elsewhere) \
+                        if " raised NameError: " in error else None
+                    self._record(grade_id, error + (f"; {hint}" if hint else ""))
             else:
                 return child
 
@@ -500,8 +546,10 @@ class NotebookSubmission(Submission):
             raise NotAttempted(f"{name}: {message}" if message else name)
         if outcome == "raised":
             where = answer.get("where")
-            raise learner_error(str(answer.get("type", "an exception"))[:100], message,
-                                where if isinstance(where, str) else None)
+            type_name = str(answer.get("type", "an exception"))[:100]
+            hint = elsewhere_hint(message, self.elsewhere) if type_name == "NameError" else None
+            raise learner_error(type_name, message, where if isinstance(where, str) else None,
+                                hint)
         if outcome == "exited":
             raise AssertionError(message.splitlines()[0] if message else
                                  f"your code ended the call of {name}")

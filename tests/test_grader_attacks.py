@@ -8,8 +8,15 @@ endless loops stay cheap; ``make grade`` uses 10 s and 20 s (and 60 s per notebo
 """
 
 import builtins
+import contextlib
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -88,7 +95,7 @@ def test_ending_the_process_in_a_cell_leaves_the_other_tasks_graded(tmp_path):
 
 @pytest.mark.parametrize("body, message", [
     ("    raise SystemExit(0)", "your code called sys.exit(0) in batchnorm_forward"),
-    ("    import ctypes\n    return ctypes.string_at(0)",
+    ("    import faulthandler\n    faulthandler._sigsegv()",
      "the process running your code was killed by signal SIGSEGV during the call of "
      "batchnorm_forward"),
     ("    import os\n    os._exit(3)",
@@ -343,3 +350,268 @@ def test_a_print_flood_costs_nothing(tmp_path):
                                  "    mean = x.mean(axis=0)")
     report, _ = graded(planted(tmp_path, "02", "forward", code, replace=True))
     assert {r.outcome for r in report.results} == {PASSED}
+
+
+# ----------------------------------------------------------------------------- the sandbox
+# The second audit of issue 24: the child wrote a module the grader imported later (mmap,
+# which RLIMIT_FSIZE does not stop), signalled the grader, escaped its process group,
+# planted a FIFO where results.json goes, and got round the rules (torch without the
+# import hook, reload, the solutions read from disk). Each is refused by the child's audit
+# hook, tried on files of the test's own folder: nothing real is touched.
+
+PROBE = '''
+def probe(code):
+    """Run ``code``: what it raised ("Type: message"), or "" when nothing did."""
+    try:
+        exec(code, {})
+    except BaseException as error:
+        return f"{type(error).__name__}: {error}"
+    return ""
+'''
+CONTENT = "the answer: failed\n"
+MAY_NOT = "PermissionError: your code may not "
+OWN_FILES = MAY_NOT + "read the course's own files (bn_lib, the grader, the solutions)"
+# the folder that holds bn_lib, in the child's words
+CHECKOUT = "import os, bn_lib\nTOP = os.path.dirname(os.path.dirname(bn_lib.__file__))\n"
+
+
+@pytest.fixture(scope="module")
+def child():
+    """One child process for the whole module, running a source notebook and ``probe``."""
+    source = next(grade.SOURCES.glob("02_*.ipynb"))
+    with grade.open_notebook(source, extra_cells=[("probe", PROBE)]) as submission:
+        yield submission
+
+
+@pytest.mark.parametrize("code, message", [
+    ("open(VICTIM, 'r+b')", MAY_NOT + "write to files while it is graded (open "),
+    ("open(FOLDER + '/new.py', 'w')", MAY_NOT + "write to files"),
+    ("import os\nos.open(VICTIM, os.O_WRONLY | os.O_TRUNC)", MAY_NOT + "write to files"),
+    ("import mmap\nwith open(VICTIM, 'rb') as f:\n    mmap.mmap(f.fileno(), 0, access=1)",
+     MAY_NOT + "map a file into memory while it is graded (mmap)"),
+    ("import os\nos.truncate(VICTIM, 0)", MAY_NOT + "change files or folders while it is "
+                                          "graded (os.truncate)"),
+    ("import os\nos.rename(VICTIM, VICTIM + '.moved')", "(os.rename)"),
+    ("import os\nos.replace(VICTIM, FOLDER + '/x')", "(os.rename)"),
+    ("import os\nos.remove(VICTIM)", "(os.remove)"),
+    ("import os\nos.symlink('/etc/passwd', FOLDER + '/link')", "(os.symlink)"),
+    ("import os\nos.mkfifo(FOLDER + '/results.json')",
+     MAY_NOT + "create files while it is graded (mkfifo)"),
+    ("import os\nos.kill(os.getppid(), 0)", MAY_NOT + "send signals while it is graded "
+                                            "(os.kill)"),
+    ("import os\nos.killpg(os.getpgid(os.getppid()), 0)", "(os.killpg)"),
+    ("import os\nos.pidfd_open(os.getppid())", MAY_NOT + "send signals while it is graded "
+                                               "(pidfd_open)"),
+    ("import os\nif os.fork() == 0:\n    os.setsid()\n    os._exit(0)",
+     MAY_NOT + "start processes while it is graded (os.fork)"),
+    ("import os\nos.system('true')", "(os.system)"),
+    ("import sys\nsys.meta_path[:] = [f for f in sys.meta_path\n"
+     "                 if type(f).__name__ != '_NumpyOnly']\nimport torch",
+     "ModuleNotFoundError: the course's answers are NumPy only: torch is not available"),
+    ("import subprocess", "NumPy only: subprocess is not available to your code"),
+    ("import ctypes", "NumPy only: ctypes is not available to your code"),
+    ("import psutil", "NumPy only: psutil is not available to your code"),
+    ("import importlib.util\n"
+     "importlib.util.module_from_spec(importlib.util.find_spec('_signal'))",
+     "ImportError: your code may not load a built-in module afresh"),
+    ("import gc\ngc.get_objects()", MAY_NOT + "search the process's objects"),
+    ("import importlib, bn_lib.functional\nimportlib.reload(bn_lib.functional)", OWN_FILES),
+    (CHECKOUT + "open(TOP + '/assignments/source/02_forward.ipynb').read()", OWN_FILES),
+    (CHECKOUT + "open(TOP + '/assignments/../bn_lib/functional.py').read()", OWN_FILES),
+    (CHECKOUT + "fd = os.open(TOP, os.O_RDONLY)\n"
+     "open(f'/proc/self/fd/{fd}/bn_lib/functional.py').read()", OWN_FILES),
+    (CHECKOUT + "fd = os.open(TOP, os.O_RDONLY)\n"
+     "os.open('bn_lib/functional.py', os.O_RDONLY, dir_fd=fd)",
+     MAY_NOT + "open a relative path with os.open"),
+    pytest.param(CHECKOUT + "open(TOP + '/.git/HEAD').read()", OWN_FILES,
+                 marks=pytest.mark.skipif(not (grade.ROOT / ".git").is_dir(),
+                                          reason="not a git checkout")),
+], ids=["open r+b", "create", "os.open O_WRONLY", "mmap", "truncate", "rename", "replace",
+        "remove", "symlink", "mkfifo", "kill the grader", "killpg", "pidfd", "fork",
+        "os.system", "torch without the import hook", "subprocess", "ctypes",
+        "a package besides NumPy", "a fresh _signal", "gc", "reload bn_lib",
+        "read the solutions", "read bn_lib by ..", "read bn_lib by /proc/self/fd",
+        "read bn_lib by dir_fd", "read the history"])
+def test_the_child_refuses_what_reaches_outside_it(child, tmp_path, code, message):
+    victim = tmp_path / "victim.txt"
+    victim.write_text(CONTENT)
+    code = code.replace("VICTIM", repr(str(victim))).replace("FOLDER", repr(str(tmp_path)))
+    assert message in child.call("probe", code)
+    assert victim.read_text() == CONTENT
+    assert [p.name for p in tmp_path.iterdir()] == ["victim.txt"]
+
+
+def test_what_an_honest_answer_does_still_works(child):
+    code = ("import json, math, itertools, functools, collections\n"
+            "import numpy as np\n"
+            "x = np.random.default_rng(0).standard_normal((8, 3))\n"
+            "np.linalg.solve(np.eye(3), x.T); np.einsum('ij->j', x); x.astype(np.float32)\n"
+            "print(open(np.__file__).readline(), x)\n")
+    assert child.call("probe", code) == ""
+
+
+def work_with(tmp_path, code):
+    """A working folder holding 02_forward.ipynb whose answer cell is ``code`` and then a
+    wrong answer (the auditor's: a passing grade would show the attack worked)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    planted(work, "02", "forward", code + "\n" + WRONG_FORWARD, replace=True)
+    return work
+
+
+def forward_messages(work):
+    results = json.loads((work / "results.json").read_text())
+    assert results["max_score"] == 6 and results["score"] == 0
+    return {t["message"] for t in results["assignments"][0]["tests"]}
+
+
+def test_hole_1_rewriting_a_module_the_grader_imports_later_is_refused(tmp_path):
+    shadow = tmp_path / "timeit.py"  # a copy: the auditor rewrote the real one
+    shutil.copy(Path(json.__file__).parent.parent / "timeit.py", shadow)
+    before = shadow.read_bytes()
+    work = work_with(tmp_path, f"import mmap\nwith open({str(shadow)!r}, 'r+b') as f:\n"
+                               "    m = mmap.mmap(f.fileno(), 0)\n"
+                               "    m[:9] = b'import os'\n")
+    assert grade.main(["-a", "02", "--work", str(work)]) == 1
+    assert all("your code may not write to files while it is graded" in m
+               for m in forward_messages(work))
+    assert shadow.read_bytes() == before
+
+
+def _run_grader(work, *extra):
+    return subprocess.Popen([sys.executable, "-m", "bn_course.grade", "-a", "02", *extra,
+                             "--work", str(work)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_hole_2_the_child_cannot_stop_or_kill_the_grader(tmp_path):
+    # in a process of its own: were the kill not refused, it would stop pytest's
+    work = work_with(tmp_path, "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n"
+                               "os.kill(os.getppid(), signal.SIGKILL)")
+    grader = _run_grader(work)
+    try:
+        output, _ = grader.communicate(timeout=240)
+    finally:
+        grader.kill()
+    assert grader.returncode == 1, output
+    assert forward_messages(work) == {
+        "02_forward.ipynb defines no function 'batchnorm_forward' (answer cell 'forward' "
+        "raised PermissionError: your code may not send signals while it is graded "
+        "(os.kill))"}
+
+
+def _child_of(pid, deadline):
+    """The pid of a process whose parent is ``pid``, once there is one."""
+    while time.monotonic() < deadline:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                    return int(stat.parent.name)
+        time.sleep(0.1)
+    raise AssertionError("the grader started no process")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_hole_2_sigterm_stops_the_grader_between_tests_with_results_written(tmp_path):
+    work = work_with(tmp_path, "import time\ntime.sleep(4)")  # under the cell's 10 s
+    shutil.copy(next(grade.SOURCES.glob("03_*.ipynb")), work)
+    grader = _run_grader(work, "-a", "03")
+    try:
+        _child_of(grader.pid, time.monotonic() + 120)  # the handler is in place by then
+        grader.send_signal(signal.SIGTERM)
+        output, _ = grader.communicate(timeout=60)
+    finally:
+        grader.kill()
+    assert grader.returncode == 1, output
+    results = json.loads((work / "results.json").read_text())
+    stopped = "the grader was stopped by SIGTERM"
+    assert results["errors"] == [f"{stopped}; the tests after that did not run"]
+    assert [a["max_score"] for a in results["assignments"]] == [6, 14]
+    tests = [t for a in results["assignments"] for t in a["tests"]]
+    assert sum(t["message"] == f"the test did not run ({stopped})" for t in tests) >= 19
+    assert results["score"] == 0
+
+
+def test_hole_3_a_daemon_cannot_outlive_the_grader_to_rewrite_the_results(tmp_path):
+    work = work_with(tmp_path, "import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+                               "    if os.fork() == 0:\n        time.sleep(5)\n"
+                               "    os._exit(0)")
+    assert grade.main(["-a", "02", "--work", str(work)]) == 1
+    assert all("your code may not start processes while it is graded (os.fork)" in m
+               for m in forward_messages(work))
+
+
+def test_hole_4_a_fifo_or_a_folder_where_the_results_go(tmp_path, capsys):
+    work = work_with(tmp_path, "import os\nos.mkfifo(os.path.join(WORK, 'results.json'))"
+                     .replace("WORK", repr(str(tmp_path / "work"))))
+    assert grade.main(["-a", "02", "--work", str(work)]) == 1
+    assert all("your code may not create files while it is graded (mkfifo)" in m
+               for m in forward_messages(work))
+
+    os.remove(work / "results.json")
+    os.mkfifo(work / "results.json")  # planted some other way: replaced, never opened
+    assert grade.main(["-a", "02", "--work", str(work)]) == 1
+    assert (work / "results.json").is_file() and forward_messages(work)
+
+    os.remove(work / "results.json")
+    (work / "results.json").mkdir()
+    capsys.readouterr()
+    assert grade.main(["-a", "02", "--work", str(work)]) == 2
+    assert "the results could not be written to" in capsys.readouterr().out
+    assert [p.name for p in work.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("code, message", [
+    ("import sys\nsys.meta_path[:] = [f for f in sys.meta_path\n"
+     "                 if type(f).__name__ != '_NumpyOnly']\nimport torch",
+     "raised ModuleNotFoundError: the course's answers are NumPy only: torch is not "
+     "available to your code"),
+    ("import subprocess\nsubprocess.run(['python', '-c', 'import torch'])",
+     "raised ModuleNotFoundError: the course's answers are NumPy only: subprocess is not "
+     "available to your code"),
+    ("import importlib, bn_lib.functional\nimportlib.reload(bn_lib.functional)",
+     "raised PermissionError: your code may not read the course's own files"),
+    ("import json, pathlib, bn_course\n"
+     "source = pathlib.Path(bn_course.__file__).parent.parent / 'assignments' / 'source'\n"
+     "for cell in json.loads(next(source.glob('02_*.ipynb')).read_text())['cells']:\n"
+     "    exec(''.join(cell['source']))",
+     "raised PermissionError: your code may not read the course's own files"),
+], ids=["torch without the import hook", "torch by subprocess", "reload bn_lib",
+        "exec the solution"])
+def test_hole_5_the_rules_hold_against_a_determined_answer(tmp_path, code, message):
+    report, results = graded(planted(tmp_path, "02", "forward", code + "\n" + WRONG_FORWARD,
+                                     replace=True))
+    assert report.score == 0
+    assert all(message in r.message for r in results), messages(results)
+
+
+def test_hole_6_a_helper_in_a_cell_the_grader_does_not_run_gets_a_hint(tmp_path):
+    path = planted(tmp_path, "02", "forward", "def batchnorm_forward(x, gamma, beta, "
+                   "eps=1e-5):\n    return helper(x, gamma, beta, eps)\n", replace=True)
+    notebook = nbformat.read(path, as_version=4)
+    answer = next(i for i, c in enumerate(notebook.cells)
+                  if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "forward")
+    helper = RIGHT_FORWARD.replace("def batchnorm_forward(x, gamma, beta, eps=1e-5):",
+                                   "def helper(x, gamma, beta, eps):")
+    notebook.cells.insert(answer, nbformat.v4.new_code_cell(helper))
+    nbformat.write(notebook, path)
+    _, results = graded(path)
+    assert messages(results) == {
+        "crashed with NameError: name 'helper' is not defined (in batchnorm_forward, line "
+        "2); helper is defined in a cell the grader does not run; move it into the answer "
+        "cell"}
+
+
+def test_hole_7_float32_inside_a_float64_result_is_named(tmp_path):
+    code = RIGHT_FORWARD.replace("    mean = x.mean(axis=0)",
+                                 "    x = x.astype(np.float32)\n    mean = x.mean(axis=0)")
+    code = code.replace("    return gamma * x_hat + beta,",
+                        "    x_hat, var, inv_std = (a.astype(np.float64) for a in "
+                        "(x_hat, var, inv_std))\n    mean = mean.astype(np.float64)\n"
+                        "    return gamma * x_hat + beta,")
+    _, results = graded(planted(tmp_path, "02", "forward", code, replace=True))
+    row = next(r for r in results if r.test == "test_output_matches_pytorch")
+    assert row.message.endswith("; an error at float32's precision: did part of your "
+                                "computation run in float32?")
+    yours, expected = re.search(r"yours (\S+), expected (\S+);", row.message).groups()
+    assert yours != expected  # enough digits to see the difference

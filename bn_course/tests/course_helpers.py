@@ -39,6 +39,7 @@ from bn_lib.testing import EPS, TOLERANCES, scaled_error, to_numpy, to_torch
 # float64 throughout, with the project's tolerance for it (bn_lib.testing.TOLERANCES): a
 # right answer agrees with PyTorch to rounding, a wrong one misses by orders of magnitude.
 TOL = TOLERANCES["float64"]["elementwise"]
+FLOAT32_ERRORS = (1e-8, 1e-4)  # scaled errors typical of float32 rounding (eps 1.2e-7)
 
 
 def task(name):
@@ -175,17 +176,27 @@ def assert_close(name, actual, expected, against, tol=None):
     :func:`check_array` (a real array of ``expected``'s shape, in float64).
 
     The message names the quantity, the reference, the largest error and where it is,
-    e.g. "dx differs from PyTorch autograd: largest error 3.2e-01 at (3, 1)".
+    e.g. "dx differs from PyTorch autograd: largest error 3.2e-01 at (3, 1)", with ten
+    digits of the two values; with the default tolerance, an error of the size float32's
+    rounding leaves adds a question: did part of the computation run in float32?
     """
     expected = np.asarray(expected, dtype=np.float64)
     actual = check_array(name, actual, expected.shape)
+    # float32 keeps about 7 digits: a float64 result with part of its computation in float32
+    # (an input cast, then upcast again) misses by about FLOAT32_ERRORS; not said where the
+    # test sets its own tolerance (finite differences, exact checks): other causes there
+    suspect_float32 = tol is None
     tol = TOL if tol is None else tol
     scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-    if scaled_error(actual, expected) > tol:
+    scaled = scaled_error(actual, expected)
+    if scaled > tol:
         error = np.abs(actual - expected)
         index = int(np.argmax(error))
+        hint = ("; an error at float32's precision: did part of your computation run in "
+                "float32?") if suspect_float32 and \
+            FLOAT32_ERRORS[0] <= scaled <= FLOAT32_ERRORS[1] else ""
         raise AssertionError(
             f"{name} differs from {against}: largest error {error.flat[index]:.2e} at "
-            f"{_where(index, error.shape)} (yours {actual.flat[index]:.6g}, expected "
-            f"{expected.flat[index]:.6g}; tolerance {tol * scale:.1e})"
+            f"{_where(index, error.shape)} (yours {actual.flat[index]:.10g}, expected "
+            f"{expected.flat[index]:.10g}; tolerance {tol * scale:.1e}){hint}"
         )
